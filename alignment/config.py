@@ -1,0 +1,192 @@
+"""Config dataclasses filled from a YAML recipe and overridden by command-line flags.
+
+A command declares one or more dataclasses whose fields carry defaults and ``metadata={"help": ...}``.
+:func:`parse_config` reads ``--config recipe.yaml`` (its keys must be field names), checks the YAML
+values against the field types, then lets transformers' ``HfArgumentParser`` apply the flags, so
+``--config recipe.yaml --learning_rate 1e-5`` means "the recipe, with this learning rate".
+Unknown keys and wrongly typed values stop with one line naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from alignment.errors import SafealignError
+
+T = TypeVar("T")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Load a YAML mapping, with one clear error for a missing file, bad YAML or a non-mapping."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise SafealignError(f"{path}: config file not found") from exc
+    except UnicodeDecodeError as exc:
+        raise SafealignError(f"{path}: config file is not UTF-8 text (byte {exc.start})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SafealignError(f"{path}{line}: invalid YAML ({problem})") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SafealignError(f"{path}: a config file must be a mapping of keys to values, not {type(data).__name__}")
+    return data
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert where YAML is ambiguous.
+
+    Ints are accepted as floats; strings that spell numbers are accepted for numeric fields
+    (YAML reads ``1e-5`` as a string).
+
+    >>> coerce("1e-5", float, "k")
+    1e-05
+    >>> coerce([1, 2], list[int], "k")
+    [1, 2]
+    >>> coerce("x", int, "recipe.yaml, key 'steps'")
+    Traceback (most recent call last):
+    ...
+    alignment.errors.SafealignError: recipe.yaml, key 'steps': expected int, got str 'x'
+    """
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, option, where)
+            except SafealignError as exc:
+                errors.append(str(exc))
+        raise SafealignError(errors[0] if len(errors) == 1 else f"{where}: {value!r} does not match {_type_name(tp)}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise SafealignError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            if isinstance(value, str) and args:  # "a,b" shorthand for lists of strings
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            else:
+                raise SafealignError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        item = args[0] if args else Any
+        return [coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise SafealignError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise SafealignError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+def _fields(dataclass_types: tuple[type, ...]) -> dict[str, tuple[dataclasses.Field, Any]]:
+    out = {}
+    for dc in dataclass_types:
+        hints = typing.get_type_hints(dc)
+        for f in dataclasses.fields(dc):
+            if f.init:
+                out[f.name] = (f, hints[f.name])
+    return out
+
+
+def check_keys(values: dict[str, Any], dataclass_types: tuple[type, ...], source: str) -> dict[str, Any]:
+    """Validate a mapping of config values (unknown keys, types) and return the coerced values."""
+    fields = _fields(dataclass_types)
+    checked = {}
+    for key, value in values.items():
+        key = str(key).replace("-", "_")
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SafealignError(f"{source}: unknown key {key!r}{hint}")
+        checked[key] = coerce(value, fields[key][1], f"{source}, key {key!r}")
+    return checked
+
+
+def _instantiate(dc: type[T], values: dict[str, Any], source: str) -> T:
+    names = {f.name for f in dataclasses.fields(dc) if f.init}
+    try:
+        return dc(**{k: v for k, v in values.items() if k in names})
+    except (ValueError, TypeError) as exc:
+        raise SafealignError(f"{source}: {exc}") from exc
+
+
+def from_dict(dc: type[T], values: dict[str, Any], source: str = "config") -> T:
+    """Build one config dataclass from a mapping (a YAML section), validating keys and types."""
+    return _instantiate(dc, check_keys(values, (dc,), source), source)
+
+
+def parse_config(
+    dataclass_types: type | tuple[type, ...],
+    args: list[str] | None = None,
+    prog: str | None = None,
+    description: str | None = None,
+) -> tuple:
+    """Parse ``[--config FILE.yaml] [--field value ...]`` into instances of ``dataclass_types``.
+
+    Precedence: field default < YAML value < command-line flag. Returns a tuple with one instance
+    per dataclass (a dataclass' ``__post_init__`` may validate and raise ``ValueError``, which becomes
+    a clear one-line error).
+    """
+    from transformers import HfArgumentParser
+
+    if not isinstance(dataclass_types, tuple):
+        dataclass_types = (dataclass_types,)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, rest = pre.parse_known_args(args)
+    yaml_values = {}
+    if known.config:
+        yaml_values = check_keys(load_yaml(known.config), dataclass_types, str(known.config))
+
+    parser = HfArgumentParser(dataclass_types, prog=prog, description=description)
+    parser.add_argument("--config", metavar="FILE.yaml", help="YAML recipe whose keys are the flags below")
+    parser.set_defaults(**yaml_values)
+    namespace = parser.parse_args(rest)
+    values = vars(namespace)
+    values.pop("config", None)
+    source = str(known.config) if known.config else "command line"
+    return tuple(_instantiate(dc, values, source) for dc in dataclass_types)
