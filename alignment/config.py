@@ -43,7 +43,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise SafealignError(f"{path}: a config file must be a mapping of keys to values, not {type(data).__name__}")
+        raise SafealignError(
+            f"{path}: a config file must be a mapping of keys to values, not {type(data).__name__}"
+        )
     return data
 
 
@@ -79,7 +81,9 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
                 return coerce(value, option, where)
             except SafealignError as exc:
                 errors.append(str(exc))
-        raise SafealignError(errors[0] if len(errors) == 1 else f"{where}: {value!r} does not match {_type_name(tp)}")
+        raise SafealignError(
+            errors[0] if len(errors) == 1 else f"{where}: {value!r} does not match {_type_name(tp)}"
+        )
     if origin is Literal:
         if value in args:
             return value

@@ -15,7 +15,9 @@ def format_prompt(tokenizer: Any, prompt: str, system: str | None = None, chat: 
     use_chat = bool(getattr(tokenizer, "chat_template", None)) if chat is None else chat
     if not use_chat:
         return prompt
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": prompt}
+    ]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
@@ -45,7 +47,10 @@ def generate(
     try:
         for start in range(0, len(prompts), batch_size):
             batch = tokenizer(
-                prompts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+                prompts[start : start + batch_size],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=False,
             ).to(device)
             output = model.generate(
                 **batch,

@@ -33,8 +33,18 @@ from alignment.paths import runs_dir
 
 MANIFEST = "manifest.json"
 TRACKED_PACKAGES = (
-    "safealign", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "tokenizers",
-    "detoxify", "numpy", "deepspeed", "bitsandbytes",
+    "safealign",
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "datasets",
+    "accelerate",
+    "tokenizers",
+    "detoxify",
+    "numpy",
+    "deepspeed",
+    "bitsandbytes",
 )
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -57,7 +67,11 @@ def git_commit(cwd: Path | None = None) -> str | None:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd, capture_output=True, text=True, timeout=5, check=True,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -131,7 +145,11 @@ def start_run(
         "versions": package_versions(),
         "git_commit": git_commit(),
         "device": describe_device(),
-        "host": {"hostname": socket.gethostname(), "user": getpass.getuser(), "platform": platform.platform()},
+        "host": {
+            "hostname": socket.gethostname(),
+            "user": getpass.getuser(),
+            "platform": platform.platform(),
+        },
         "started_at": _now(),
         "ended_at": None,
         "wall_time_s": None,

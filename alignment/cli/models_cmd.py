@@ -16,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lst = sub.add_parser("list", help="show model aliases and packaged models with their install/cache state")
     lst.set_defaults(func=list_models)
     prep = sub.add_parser("prepare", help="build a built-in alias into the cache now (e.g. convert SmolLM2)")
-    prep.add_argument("names", nargs="+", metavar="ALIAS", help="aliases to build, e.g. smollm2-135m-instruct")
+    prep.add_argument(
+        "names", nargs="+", metavar="ALIAS", help="aliases to build, e.g. smollm2-135m-instruct"
+    )
     prep.set_defaults(func=prepare)
 
 

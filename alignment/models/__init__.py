@@ -4,6 +4,13 @@ from alignment.models.loader import ALIASES, Alias, ModelSource, load_model, loa
 from alignment.models.packaged import PACKAGED, PackagedAsset, packaged_path
 
 __all__ = [
-    "ALIASES", "Alias", "ModelSource", "PACKAGED", "PackagedAsset",
-    "load_model", "load_tokenizer", "packaged_path", "resolve_model",
+    "ALIASES",
+    "Alias",
+    "ModelSource",
+    "PACKAGED",
+    "PackagedAsset",
+    "load_model",
+    "load_tokenizer",
+    "packaged_path",
+    "resolve_model",
 ]

@@ -60,15 +60,42 @@ def build_smollm2(target: Path) -> Path:
 def _tiny_corpus(seed: int, n: int = 3000) -> list[str]:
     """Deterministic English-like sentences for training the tiny tokenizer."""
     rng = random.Random(seed)
-    subjects = ["the nurse", "the engineer", "my neighbor", "a teacher", "the doctor", "his mother",
-                "her father", "the old man", "a young woman", "the students", "people", "everyone"]
+    subjects = [
+        "the nurse",
+        "the engineer",
+        "my neighbor",
+        "a teacher",
+        "the doctor",
+        "his mother",
+        "her father",
+        "the old man",
+        "a young woman",
+        "the students",
+        "people",
+        "everyone",
+    ]
     verbs = ["said", "thinks", "knows", "wrote", "asked", "helped", "saw", "believes", "told us"]
-    objects = ["the answer is Paris", "that the report was late", "the capital of France",
-               "a long story about the city", "why the sky is blue", "how to cook rice",
-               "that everyone deserves respect", "the results of the test", "nothing at all"]
-    extras = ["Hello!", "Thank you.", "What is 2 + 2? It is 4.", "Rewrite this text without bias.",
-              "You are a helpful assistant.", "The quick brown fox jumps over the lazy dog.",
-              "I'm not sure, but I'll check.", "Numbers: 0 1 2 3 4 5 6 7 8 9 10 100 1000."]
+    objects = [
+        "the answer is Paris",
+        "that the report was late",
+        "the capital of France",
+        "a long story about the city",
+        "why the sky is blue",
+        "how to cook rice",
+        "that everyone deserves respect",
+        "the results of the test",
+        "nothing at all",
+    ]
+    extras = [
+        "Hello!",
+        "Thank you.",
+        "What is 2 + 2? It is 4.",
+        "Rewrite this text without bias.",
+        "You are a helpful assistant.",
+        "The quick brown fox jumps over the lazy dog.",
+        "I'm not sure, but I'll check.",
+        "Numbers: 0 1 2 3 4 5 6 7 8 9 10 100 1000.",
+    ]
     lines = []
     for _ in range(n):
         if rng.random() < 0.2:

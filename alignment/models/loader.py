@@ -46,11 +46,19 @@ ALIASES: dict[str, Alias] = {
             cache_path=builtin.tiny_cache_path,
             build=builtin.build_tiny_random,
         ),
-        Alias("qwen2.5-0.5b-instruct", "Qwen2.5-0.5B-Instruct from the hub", hub_id="Qwen/Qwen2.5-0.5B-Instruct"),
-        Alias("llama-3.2-1b-instruct", "Llama-3.2-1B-Instruct from the hub (gated)",
-              hub_id="meta-llama/Llama-3.2-1B-Instruct"),
-        Alias("smollm2-360m-instruct", "SmolLM2-360M-Instruct from the hub",
-              hub_id="HuggingFaceTB/SmolLM2-360M-Instruct"),
+        Alias(
+            "qwen2.5-0.5b-instruct", "Qwen2.5-0.5B-Instruct from the hub", hub_id="Qwen/Qwen2.5-0.5B-Instruct"
+        ),
+        Alias(
+            "llama-3.2-1b-instruct",
+            "Llama-3.2-1B-Instruct from the hub (gated)",
+            hub_id="meta-llama/Llama-3.2-1B-Instruct",
+        ),
+        Alias(
+            "smollm2-360m-instruct",
+            "SmolLM2-360M-Instruct from the hub",
+            hub_id="HuggingFaceTB/SmolLM2-360M-Instruct",
+        ),
     )
 }
 
@@ -92,7 +100,9 @@ def _resolve_local(spec: str, path: Path) -> ModelSource:
         except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as exc:
             raise SafealignError(f"{adapter_config}: cannot read 'base_model_name_or_path' ({exc})") from exc
         if not base_spec:
-            raise SafealignError(f"{adapter_config}: 'base_model_name_or_path' is empty; set it to the base model")
+            raise SafealignError(
+                f"{adapter_config}: 'base_model_name_or_path' is empty; set it to the base model"
+            )
         return ModelSource(spec=spec, path=str(path), kind="adapter", base=resolve_model(base_spec))
     if not (path / "config.json").is_file():
         raise SafealignError(
@@ -120,7 +130,9 @@ def resolve_model(spec: str, build: bool = True) -> ModelSource:
         target = alias.cache_path()
         if not target.exists():
             if not build:
-                raise SafealignError(f"model {spec!r} is not built yet: run `safealign models prepare {spec}`")
+                raise SafealignError(
+                    f"model {spec!r} is not built yet: run `safealign models prepare {spec}`"
+                )
             alias.build(target)
         return ModelSource(spec=spec, path=str(target), kind="alias")
     if spec in PACKAGED:
@@ -132,7 +144,9 @@ def resolve_model(spec: str, build: bool = True) -> ModelSource:
     if path.exists():
         return _resolve_local(spec, path)
     if _looks_like_path(spec):
-        raise SafealignError(f"model path {spec} does not exist: check the path, or train/build that stage first")
+        raise SafealignError(
+            f"model path {spec} does not exist: check the path, or train/build that stage first"
+        )
     if _HUB_ID.match(spec):
         return _resolve_hub(spec, spec)
     raise SafealignError(
@@ -191,7 +205,9 @@ def load_model(
     target_device = pick_device(device)
     torch_dtype = pick_dtype(target_device, dtype)
     base = source.base if source.kind == "adapter" else source
-    model = _from_pretrained(AutoModelForCausalLM, base, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    model = _from_pretrained(
+        AutoModelForCausalLM, base, dtype=torch_dtype, trust_remote_code=trust_remote_code
+    )
     if source.kind == "adapter":
         from peft import PeftModel
 
