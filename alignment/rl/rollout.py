@@ -1,0 +1,211 @@
+"""Rollouts: sample completions for a batch of prompts, find where they end, score them, and compute
+per-token log-probs and values with one teacher-forced forward pass.
+
+Layout: queries are left-padded (``query_mask``), responses right-padded after their first EOS
+(``response_mask`` is 1 up to and including that EOS). Concatenated, every sequence is
+``[pad.. prompt | response ..pad]``, so the response logits are the last ``R + 1`` positions of the
+LM output, shifted by one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from alignment.rl.losses import entropy_from_logits, logprobs_from_logits
+
+RewardFn = Callable[..., list[float]]
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip left padding (what ``generate`` uses), so teacher forcing matches sampling.
+
+    >>> position_ids_from_mask(torch.tensor([[0, 1, 1], [1, 1, 1]]))
+    tensor([[0, 0, 1],
+            [0, 1, 2]])
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def response_mask(
+    response_ids: torch.Tensor, eos_token_ids: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mask, ended)``: mask is 1 up to and including the first EOS; ``ended`` says an EOS was produced.
+
+    >>> response_mask(torch.tensor([[5, 2, 7, 7], [5, 6, 7, 8]]), eos_token_ids=[2])
+    (tensor([[1, 1, 0, 0],
+            [1, 1, 1, 1]]), tensor([ True, False]))
+    """
+    is_eos = torch.isin(response_ids, torch.tensor(list(eos_token_ids), device=response_ids.device))
+    eos_before = is_eos.long().cumsum(-1) - is_eos.long()  # EOS tokens strictly before each position
+    mask = (eos_before == 0).long()
+    return mask, is_eos.any(-1)
+
+
+@torch.no_grad()
+def sample_responses(
+    policy: Any,
+    query_ids: torch.Tensor,
+    query_mask: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    eos_token_ids: Sequence[int],
+    pad_token_id: int,
+) -> torch.Tensor:
+    """Sample one completion per query from the policy's own distribution at ``temperature``.
+
+    No top-k/top-p/repetition penalty: PPO's importance ratios assume the samples come from exactly
+    the distribution whose log-probs are trained. Returns the generated tokens ``(B, <=max_new_tokens)``.
+    """
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(
+        do_sample=True,
+        temperature=temperature,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=list(eos_token_ids),
+        pad_token_id=pad_token_id,
+    )
+    output = policy.generate(input_ids=query_ids, attention_mask=query_mask, generation_config=config)
+    return output[:, query_ids.shape[1] :]
+
+
+def _inputs(query_ids, query_mask, response_ids, response_mask_):
+    input_ids = torch.cat([query_ids, response_ids], dim=1)
+    attention_mask = torch.cat([query_mask, response_mask_], dim=1)
+    return input_ids, attention_mask, position_ids_from_mask(attention_mask)
+
+
+def policy_forward(
+    model: Any,
+    query_ids: torch.Tensor,
+    query_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask_: torch.Tensor,
+    temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, values)`` at the response tokens from a :class:`~alignment.rl.value_head.PolicyWithValue`.
+
+    Logits are divided by ``temperature`` (the sampling distribution); values are those of the state
+    before each response token.
+    """
+    input_ids, attention_mask, position_ids = _inputs(query_ids, query_mask, response_ids, response_mask_)
+    length = response_ids.shape[1]
+    logits, values = model(input_ids, attention_mask, position_ids, logits_to_keep=length + 1)
+    return logits[:, :-1] / temperature, values[:, :-1]
+
+
+def lm_logprobs(
+    lm: Any,
+    query_ids: torch.Tensor,
+    query_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask_: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """Log-probs of the response tokens under a plain causal LM (the reference policy)."""
+    input_ids, attention_mask, position_ids = _inputs(query_ids, query_mask, response_ids, response_mask_)
+    length = response_ids.shape[1]
+    logits = lm(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        logits_to_keep=length + 1,
+        use_cache=False,
+    ).logits
+    return logprobs_from_logits(logits[:, :-1] / temperature, response_ids)
+
+
+@torch.no_grad()
+def rollout_statistics(
+    model: Any,
+    query_ids: torch.Tensor,
+    query_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask_: torch.Tensor,
+    temperature: float,
+    chunk_size: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(logprobs, values, entropy)`` of the sampled responses, computed in chunks of ``chunk_size``."""
+    parts = []
+    for start in range(0, query_ids.shape[0], chunk_size):
+        sl = slice(start, start + chunk_size)
+        logits, values = policy_forward(
+            model, query_ids[sl], query_mask[sl], response_ids[sl], response_mask_[sl], temperature
+        )
+        parts.append(
+            (logprobs_from_logits(logits, response_ids[sl]), values.float(), entropy_from_logits(logits))
+        )
+    return tuple(torch.cat(column, dim=0) for column in zip(*parts, strict=True))  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def reference_logprobs(
+    ref: Any,
+    query_ids: torch.Tensor,
+    query_mask: torch.Tensor,
+    response_ids: torch.Tensor,
+    response_mask_: torch.Tensor,
+    temperature: float,
+    chunk_size: int,
+) -> torch.Tensor:
+    """Log-probs of the sampled responses under the reference LM, in chunks of ``chunk_size``."""
+    parts = []
+    for start in range(0, query_ids.shape[0], chunk_size):
+        sl = slice(start, start + chunk_size)
+        parts.append(
+            lm_logprobs(ref, query_ids[sl], query_mask[sl], response_ids[sl], response_mask_[sl], temperature)
+        )
+    return torch.cat(parts, dim=0)
+
+
+def score_completions(
+    reward_fn: RewardFn,
+    prompts: list[Any],
+    completions: list[Any],
+    completion_ids: list[list[int]],
+    **columns: list[Any],
+) -> list[float]:
+    """Call a reward function with TRL's signature and return one float per completion.
+
+    ``None`` (TRL's "not applicable") and non-numbers become NaN, which the PPO guard reports.
+    A wrong number of scores is an error naming the function.
+    """
+    raw = reward_fn(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns)
+    name = getattr(reward_fn, "__name__", type(reward_fn).__name__)
+    try:
+        values = list(raw)
+    except TypeError as exc:
+        raise ValueError(
+            f"reward function {name!r} returned {type(raw).__name__}, expected a list of floats"
+        ) from exc
+    if len(values) != len(completions):
+        raise ValueError(
+            f"reward function {name!r} returned {len(values)} scores for {len(completions)} completions"
+        )
+    scores = []
+    for value in values:
+        try:
+            scores.append(float(value))
+        except (TypeError, ValueError):
+            scores.append(math.nan)
+    return scores
+
+
+def reward_components(reward_fn: RewardFn) -> dict[str, float]:
+    """Mean of each component of the last call, for composite rewards that expose ``last_components``."""
+    components = getattr(reward_fn, "last_components", None)
+    if not isinstance(components, dict):
+        return {}
+    means = {}
+    for key, values in components.items():
+        numbers = [float(v) for v in values if v is not None]
+        if numbers:
+            means[str(key)] = sum(numbers) / len(numbers)
+    return means
