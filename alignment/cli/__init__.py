@@ -19,6 +19,7 @@ COMMANDS = (
     "alignment.cli.env_cmd",
     "alignment.cli.models_cmd",
     "alignment.cli.generate_cmd",
+    "alignment.cli.train_cmd",
 )
 
 DESCRIPTION = """\

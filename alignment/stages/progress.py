@@ -1,0 +1,140 @@
+"""Trainer callbacks: a rich progress bar with live metrics, and step timing for ``stage.json``."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from transformers import TrainerCallback
+
+# Metrics shown next to the progress bar, in this order, with short labels.
+SHOWN = (
+    ("loss", "loss"),
+    ("rewards/accuracies", "acc"),
+    ("rewards/margins", "margin"),
+    ("eval_loss", "eval loss"),
+    ("eval_rewards/accuracies", "eval acc"),
+)
+
+
+def format_metrics(logs: dict[str, Any]) -> str:
+    """Compact text for the metrics a log entry carries.
+
+    >>> format_metrics({"loss": 0.69314, "rewards/accuracies": 0.75, "epoch": 1})
+    'loss 0.6931  acc 0.750'
+    """
+    parts = []
+    for key, label in SHOWN:
+        value = logs.get(key)
+        if isinstance(value, (int, float)):
+            parts.append(f"{label} {value:.4f}" if "loss" in key else f"{label} {value:.3f}")
+    return "  ".join(parts)
+
+
+class RichProgress(TrainerCallback):
+    """A rich progress bar (steps, elapsed, remaining) with the latest loss and reward metrics.
+
+    On a terminal the bar updates live; elsewhere (logs, CI) each log entry becomes one printed line.
+    Only the main process draws.
+    """
+
+    def __init__(self, description: str, console: Any = None) -> None:
+        from alignment.cli.console import err
+
+        self.description = description
+        self.console = console or err
+        self.progress = None
+        self.task = None
+        self.stats: dict[str, Any] = {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[metrics]}"),
+            console=self.console,
+            refresh_per_second=2,
+            disable=not self.console.is_terminal,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(
+            self.description, total=state.max_steps or None, completed=state.global_step, metrics=""
+        )
+        if state.global_step:
+            self.console.print(
+                f"[dim]{self.description}: resumed at step {state.global_step}/{state.max_steps}[/]"
+            )
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.update(self.task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.progress is None or not logs:
+            return
+        self.stats.update({k: v for k, v in logs.items() if isinstance(v, (int, float))})
+        text = format_metrics(self.stats)
+        self.progress.update(self.task, metrics=text)
+        if not self.console.is_terminal and format_metrics(logs):
+            self.console.print(
+                f"{self.description} step {state.global_step}/{state.max_steps}: {format_metrics(logs)}"
+            )
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.update(self.task, completed=state.global_step)
+            self.progress.stop()
+            self.progress = None
+
+
+class StepRecorder(TrainerCallback):
+    """Times each optimizer step and calls ``on_checkpoint(step)`` after every checkpoint save."""
+
+    def __init__(self, on_checkpoint: Callable[[int], None] | None = None) -> None:
+        self.on_checkpoint = on_checkpoint
+        self.durations: list[float] = []
+        self.start_step: int | None = None
+        self._t0 = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start_step = state.global_step
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.durations.append(time.perf_counter() - self._t0)
+
+    def on_save(self, args, state, control, **kwargs):
+        if self.on_checkpoint is not None and state.is_world_process_zero:
+            self.on_checkpoint(state.global_step)
+
+    def summary(self) -> dict[str, Any]:
+        """Median and spread of the step times, leaving out the first step (warm-up)."""
+        times = self.durations[1:] or self.durations
+        if not times:
+            return {"n": 0}
+        ordered = sorted(times)
+        return {
+            "n": len(times),
+            "median_s": round(statistics.median(times), 4),
+            "p10_s": round(ordered[int(0.1 * (len(ordered) - 1))], 4),
+            "p90_s": round(ordered[int(0.9 * (len(ordered) - 1))], 4),
+            "first_s": round(self.durations[0], 4),
+        }

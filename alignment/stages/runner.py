@@ -1,0 +1,412 @@
+"""The driver both stages share: decide (skip/resume/start), load, train, evaluate, save, record."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from alignment.errors import SafealignError
+from alignment.io import atomic_dir, sha256_json
+from alignment.paths import runs_dir
+from alignment.stages.common import (
+    Precision,
+    StageConfig,
+    base_pointer,
+    check_trl_args,
+    choose_precision,
+    load_stage_model,
+    model_slug,
+    resolve_input_model,
+)
+from alignment.stages.data import DatasetKind, StageData, load_stage_data
+from alignment.stages.progress import RichProgress, StepRecorder
+from alignment.stages.rundir import StageDir
+
+# Per-step log keys kept in the stage.json curves (others, e.g. logits/*, stay in the trainer state).
+CURVE_KEYS = (
+    "loss",
+    "learning_rate",
+    "grad_norm",
+    "mean_token_accuracy",
+    "entropy",
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/accuracies",
+    "rewards/margins",
+)
+
+
+@dataclass
+class StageContext:
+    """Everything a stage's trainer factory needs."""
+
+    cfg: StageConfig
+    args: Any
+    model: Any
+    tokenizer: Any
+    peft_config: Any
+    data: StageData
+    source: Any
+    precision: Precision
+    callbacks: list[Any]
+
+
+@dataclass
+class StageSpec:
+    """What distinguishes one stage from another for :func:`run_stage`."""
+
+    name: str  # "sft" | "dpo"
+    data_kind: DatasetKind
+    config_cls: Callable[[], type]  # the TRL config class (imported lazily)
+    settings: Callable[[Any, StageData], dict[str, Any]]  # stage-specific TRL config fields
+    make_trainer: Callable[[StageContext], Any]
+    describe: Callable[[Any, StageData], dict[str, Any]] | None = None  # extra stage.json fields
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def default_output_dir(stage: str, cfg: StageConfig) -> Path:
+    """``$SAFEALIGN_RUNS/<stage>-<model name>`` (or the config's ``output_dir``)."""
+    if cfg.output_dir:
+        return Path(cfg.output_dir).expanduser()
+    return runs_dir() / f"{stage}-{model_slug(cfg.model)}"
+
+
+def config_hash(cfg: StageConfig) -> str:
+    return sha256_json(cfg.hashed_items())
+
+
+def common_settings(
+    cfg: StageConfig, precision: Precision, sd: StageDir, has_eval: bool, fresh: bool
+) -> dict:
+    """TRL/transformers training arguments every stage sets the same way."""
+    eval_every = has_eval and cfg.eval_steps is not None
+    return {
+        "output_dir": str(sd.checkpoints),
+        "run_name": sd.root.name,
+        "learning_rate": cfg.learning_rate,
+        "lr_scheduler_type": cfg.lr_scheduler_type,
+        "warmup_steps": cfg.warmup_steps,
+        "weight_decay": cfg.weight_decay,
+        "per_device_train_batch_size": cfg.per_device_train_batch_size,
+        "per_device_eval_batch_size": cfg.per_device_eval_batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "num_train_epochs": cfg.num_train_epochs,
+        "max_steps": cfg.max_steps,
+        "max_length": cfg.max_length,
+        "seed": cfg.seed,
+        "bf16": precision.bf16,
+        "fp16": precision.fp16,
+        "activation_checkpointing": cfg.gradient_checkpointing,
+        "dataloader_pin_memory": precision.device == "cuda",
+        "logging_steps": cfg.logging_steps,
+        "logging_first_step": True,
+        "save_strategy": "steps",
+        "save_steps": cfg.save_steps,
+        "save_total_limit": cfg.save_total_limit,
+        "eval_strategy": "steps" if eval_every else "no",
+        "eval_steps": cfg.eval_steps if eval_every else None,
+        "eval_on_start": has_eval and fresh,
+        "report_to": cfg.report_to,
+        "disable_tqdm": True,
+        "trust_remote_code": cfg.trust_remote_code,
+    }
+
+
+def build_training_args(config_cls: type, ours: dict[str, Any], trl_args: dict[str, Any] | None) -> Any:
+    extra = check_trl_args(trl_args, config_cls, ours)
+    try:
+        return config_cls(**ours, **extra)
+    except (ValueError, TypeError) as exc:
+        raise SafealignError(f"invalid training settings for {config_cls.__name__}: {exc}") from exc
+
+
+def curves(log_history: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Train and eval curves from the trainer's log history (complete across resumes).
+
+    >>> curves([{"loss": 2.0, "step": 1, "epoch": 0.1}, {"eval_loss": 1.5, "step": 1}])
+    {'train': [{'step': 1, 'epoch': 0.1, 'loss': 2.0}], 'eval': [{'step': 1, 'eval_loss': 1.5}]}
+    """
+    train, evals = [], []
+    for entry in log_history:
+        if "loss" in entry:
+            point = {"step": entry.get("step"), "epoch": entry.get("epoch")}
+            point.update({k: entry[k] for k in CURVE_KEYS if k in entry})
+            train.append(point)
+        elif "eval_loss" in entry:
+            point = {"step": entry.get("step")}
+            point.update(
+                {
+                    k: v
+                    for k, v in entry.items()
+                    if k.startswith("eval_") and "runtime" not in k and "per_second" not in k
+                }
+            )
+            evals.append(point)
+    return {"train": train, "eval": evals}
+
+
+def peak_memory() -> dict[str, float]:
+    """Peak resident memory of this process (MiB) and, on CUDA, peak allocated/reserved GPU memory."""
+    import resource
+
+    import torch
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    memory = {"process_peak_rss_mb": round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)}
+    if torch.cuda.is_available():
+        memory["cuda_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        memory["cuda_peak_reserved_mb"] = round(torch.cuda.max_memory_reserved() / 2**20, 1)
+    return memory
+
+
+def _merge_adapter(adapter_dir: Path, base: str, target: Path, trust_remote_code: bool) -> None:
+    """Load the base at its stored dtype, apply the adapter from disk, merge, and save full weights."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from alignment.models import resolve_model
+
+    base_model = AutoModelForCausalLM.from_pretrained(
+        resolve_model(base).path, dtype="auto", trust_remote_code=trust_remote_code
+    )
+    merged = PeftModel.from_pretrained(base_model, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(target, safe_serialization=True)
+
+
+def save_final_model(trainer: Any, ctx: StageContext, sd: StageDir, is_main: bool) -> dict[str, Any]:
+    """Write ``model/`` atomically: full weights, or the adapter with a pointer to its base (or merged)."""
+    import json
+
+    staging = sd.root / ".model.partial"
+    if is_main:
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(staging))  # every rank: sharded (ZeRO-3, FSDP) weights are gathered here
+    record: dict[str, Any] = {}
+    if is_main:
+        ctx.tokenizer.save_pretrained(staging)
+        (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle; the checkpoints keep it
+        adapter_config = staging / "adapter_config.json"
+        with atomic_dir(sd.model) as tmp:
+            if adapter_config.is_file():
+                shutil.rmtree(staging / "ref", ignore_errors=True)  # TRL's frozen copy of a continued adapter
+                pointer = base_pointer(ctx.source)
+                data = json.loads(adapter_config.read_text(encoding="utf-8"))
+                data["base_model_name_or_path"] = pointer
+                adapter_config.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+                record = {"saved_as": "adapter", "base": pointer}
+                if ctx.cfg.merge_adapter:
+                    _merge_adapter(staging, pointer, tmp, ctx.cfg.trust_remote_code)
+                    ctx.tokenizer.save_pretrained(tmp)
+                    record = {"saved_as": "merged", "base": pointer}
+            else:
+                record = {"saved_as": "full"}
+            if record["saved_as"] != "merged":
+                for item in staging.iterdir():
+                    os.replace(item, tmp / item.name)
+        shutil.rmtree(staging, ignore_errors=True)
+        record["path"] = str(sd.model)
+    trainer.accelerator.wait_for_everyone()
+    return record
+
+
+def _broadcast(make: Callable[[], Any], state: Any) -> Any:
+    """Run ``make`` on the main process only and share its result (or its SafealignError) with all ranks."""
+    from accelerate.utils import broadcast_object_list
+
+    payload: list[Any] = [None]
+    if state.is_main_process:
+        try:
+            payload = [make()]
+        except SafealignError as exc:
+            payload = [exc]
+    if state.num_processes > 1:
+        broadcast_object_list(payload)
+    if isinstance(payload[0], SafealignError):
+        raise payload[0]
+    return payload[0]
+
+
+def run_stage(spec: StageSpec, cfg: StageConfig, out_dir: str | Path | None = None) -> Path:
+    """Train one stage into ``out_dir`` and return the saved model directory (``out_dir/model``)."""
+    import datasets
+    from accelerate import PartialState
+
+    from alignment.runs import finish_run, start_run
+
+    datasets.disable_progress_bars()  # the stage draws its own progress bar
+    # TRL 1.16 calls a transformers method that transformers 5.23 deprecates; nothing a user can act on
+    warnings.filterwarnings(
+        "ignore", message=r".*is_gradient_checkpointing.*deprecated", category=FutureWarning
+    )
+    state = PartialState()
+    is_main = state.is_main_process
+    sd = StageDir(Path(out_dir) if out_dir is not None else default_output_dir(spec.name, cfg))
+    chash = config_hash(cfg)
+    hashed = cfg.hashed_items()
+    decision = _broadcast(
+        lambda: sd.decide(spec.name, chash, hashed, resume=cfg.resume, force=cfg.force), state
+    )
+    from alignment.cli.console import err
+
+    if decision.action == "skip":
+        if is_main:
+            err.print(f"[green]{decision.note}[/]")
+        return sd.model
+    if is_main and decision.note:
+        err.print(f"[dim]{decision.note}[/]")
+    precision = choose_precision(cfg.precision, cfg.adapter)
+    source = resolve_input_model(cfg.model)
+
+    previous = (sd.read() or {}) if decision.action == "resume" else {}
+    record: dict[str, Any] = {
+        "stage": spec.name,
+        "status": "running",
+        "config": cfg.to_dict(),
+        "config_hash": chash,
+        "config_hashed": hashed,
+        "input_model": {
+            "spec": cfg.model,
+            "kind": source.kind,
+            "path": source.path,
+            "base": base_pointer(source),
+        },
+        "adapter": {
+            "mode": cfg.adapter,
+            "continues_input_adapter": source.kind == "adapter" and cfg.adapter != "full",
+        },
+        "precision": {
+            "device": precision.device,
+            "name": precision.name,
+            "load_dtype": precision.load_dtype,
+            "quantized_4bit": precision.quantize_4bit,
+        },
+        "started_at": previous.get("started_at") or _now(),
+        "segments": previous.get("segments", []),
+        "last_checkpoint_step": previous.get("last_checkpoint_step"),
+    }
+    run = None
+    if is_main:
+        sd.root.mkdir(parents=True, exist_ok=True)
+        sd.write(record)
+        run = start_run(sd.root.name, command=sys.argv, config=cfg, seed=cfg.seed, root=sd.root.parent)
+
+    def save_record(**fields: Any) -> None:
+        record.update(fields)
+        if is_main:
+            sd.write(record)
+
+    t0 = time.monotonic()
+    previous_segments = list(record["segments"])
+    segment: dict[str, Any] = {"started_at": _now(), "from_step": 0}
+    try:
+        loaded: dict[str, StageData] = {}
+
+        def load_on_main() -> bool:
+            loaded["data"] = _load_data(spec, cfg, sd)
+            return True
+
+        _broadcast(load_on_main, state)  # the main process builds a spec'd dataset; the others then read it
+        data = loaded["data"] if is_main else _load_data(spec, cfg, sd)
+        save_record(dataset=data.info)
+        ours = common_settings(cfg, precision, sd, data.eval is not None, decision.action == "start")
+        ours.update(spec.settings(cfg, data))
+        args = build_training_args(spec.config_cls(), ours, cfg.trl_args)
+        if spec.describe is not None:
+            save_record(**spec.describe(cfg, data))
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        model, tokenizer, peft_config = load_stage_model(cfg, source, precision)
+
+        def on_checkpoint(step: int) -> None:  # a later resume counts the time up to this checkpoint
+            elapsed = dict(segment, to_step=step, wall_time_s=round(time.monotonic() - t0, 3))
+            save_record(last_checkpoint_step=step, segments=previous_segments + [elapsed])
+
+        recorder = StepRecorder(on_checkpoint=on_checkpoint)
+        callbacks = [RichProgress(f"{spec.name} {sd.root.name}"), recorder]
+        ctx = StageContext(cfg, args, model, tokenizer, peft_config, data, source, precision, callbacks)
+        trainer = spec.make_trainer(ctx)
+        from transformers import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        segment["from_step"] = int(decision.checkpoint.name.split("-")[-1]) if decision.checkpoint else 0
+        train_output = trainer.train(
+            resume_from_checkpoint=str(decision.checkpoint) if decision.checkpoint else None
+        )
+        metrics = {
+            "train_loss_segment": train_output.training_loss,
+            "global_step": trainer.state.global_step,
+            "max_steps": trainer.state.max_steps,
+        }
+        if data.eval is not None:
+            metrics.update(trainer.evaluate())
+        model_record = save_final_model(trainer, ctx, sd, is_main)
+        history = trainer.state.log_history
+        curve = curves(history)
+        if curve["train"]:
+            metrics["first_logged_loss"] = curve["train"][0]["loss"]
+            metrics["last_logged_loss"] = curve["train"][-1]["loss"]
+        segment.update(
+            ended_at=_now(), to_step=trainer.state.global_step, wall_time_s=round(time.monotonic() - t0, 3)
+        )
+        segments = previous_segments + [segment]
+        save_record(
+            status="completed",
+            ended_at=_now(),
+            metrics={k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()},
+            curves=curve,
+            model=model_record,
+            steps={
+                "global_step": trainer.state.global_step,
+                "max_steps": trainer.state.max_steps,
+                "resumed_from_step": segment["from_step"] or None,
+            },
+            segments=segments,
+            wall_time_s=round(sum(s.get("wall_time_s", 0.0) for s in segments), 3),
+            step_time=recorder.summary(),
+            peak_memory=peak_memory(),
+        )
+        if run is not None:
+            finish_run(run, stage=spec.name, model=str(sd.model))
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        segment.update(ended_at=_now(), wall_time_s=round(time.monotonic() - t0, 3))
+        save_record(
+            status=status,
+            error=f"{type(exc).__name__}: {exc}",
+            segments=previous_segments + [segment],
+            peak_memory=peak_memory(),
+        )
+        if run is not None:
+            finish_run(run, status, error=f"{type(exc).__name__}: {exc}")
+        raise
+    if is_main:
+        err.print(f"[green]{spec.name} finished[/]: model in {sd.model}")
+    return sd.model
+
+
+def _load_data(spec: StageSpec, cfg: StageConfig, sd: StageDir) -> StageData:
+    return load_stage_data(
+        cfg.dataset,
+        spec.data_kind,
+        train_split=cfg.train_split,
+        eval_split=cfg.eval_split,
+        max_train_samples=cfg.max_train_samples,
+        max_eval_samples=cfg.max_eval_samples,
+        seed=cfg.seed,
+        build_dir=sd.dataset,
+    )
