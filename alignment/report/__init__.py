@@ -1,0 +1,169 @@
+"""The comparison report: base and every stage on bias and retention, with CIs, plots and verdicts.
+
+:func:`write_report` takes each stage's evaluation results (``results.json`` content) and training record
+(``stage.json`` content) and writes, atomically, into the run directory:
+
+- ``metrics.json``: the table rows with per-stage cells and deltas to base, verdicts and provenance;
+- ``report.md`` (figures in ``report_files/``) and a self-contained ``report.html`` (figures embedded).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from alignment.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from alignment.report import plots, render
+from alignment.report.compare import MetricRow, delta, verdict
+from alignment.report.table import ReportConfig, breakdown, comparison_rows
+
+REPORT_SCHEMA = "safealign.report"
+REPORT_SCHEMA_VERSION = 1
+
+__all__ = ["ReportConfig", "build_report", "write_report", "print_report"]
+
+
+def _training_info(record: dict[str, Any] | None) -> dict[str, Any]:
+    if not record:
+        return {"status": "not trained (base model)"}
+    memory = record.get("peak_memory") or {}
+    steps = record.get("steps") or {}
+    keep = (
+        "last_logged_loss",
+        "eval_loss",
+        "eval_rewards/accuracies",
+        "eval_rewards/margins",
+        "reward_mean",
+        "kl",
+        "objective/kl",
+    )
+    return {
+        "status": record.get("status"),
+        "steps": steps.get("global_step"),
+        "wall_time_s": record.get("wall_time_s"),
+        "peak_rss_mb": memory.get("process_peak_rss_mb"),
+        "peak_cuda_mb": memory.get("cuda_peak_allocated_mb"),
+        "metrics": {k: v for k, v in (record.get("metrics") or {}).items() if k in keep},
+    }
+
+
+def _row_json(row: MetricRow, stages: list[str], base: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "suite": row.suite,
+        "metric": row.metric,
+        "kind": row.kind,
+        "goal": row.goal,
+        "capability_check": row.capability,
+        "tolerance": row.tolerance,
+        "cells": {},
+        "deltas": {},
+    }
+    for stage in stages:
+        cell = row.cells.get(stage)
+        if cell is None:
+            continue
+        ci = None if cell.ci_low is None else [cell.ci_low, cell.ci_high]
+        out["cells"][stage] = {"value": cell.value, "ci95": ci, "n": cell.n}
+        if stage != base and base in row.cells:
+            d = delta(cell, row.cells[base], row.goal)
+            out["deltas"][stage] = {
+                "value": d.value,
+                "ci95": None if d.ci_low is None else [d.ci_low, d.ci_high],
+                "significant": d.significant,
+                "improvement": d.improvement,
+            }
+    return out
+
+
+def build_report(
+    name: str,
+    stage_results: dict[str, dict[str, Any]],
+    stage_records: dict[str, dict[str, Any] | None],
+    provenance: dict[str, Any],
+    config: ReportConfig | None = None,
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Assemble the report content and its figures (PNG bytes); nothing is written.
+
+    ``stage_results`` is ordered: the first stage is the base every other stage is compared with.
+    """
+    config = config or ReportConfig()
+    stages = list(stage_results)
+    base = stages[0]
+    rows = comparison_rows(stage_results, config)
+    verdicts = {s: dataclasses.asdict(verdict(s, rows, base)) for s in stages[1:]}
+    first = next(iter(stage_results.values()))
+    backends = {}
+    for results in stage_results.values():
+        for suite, info in results.get("suites", {}).items():
+            for role, backend in (info.get("backends") or {}).items():
+                backends[f"{suite}.{role}"] = backend
+    provenance = {**provenance, "scorer_backends": backends}
+    report = {
+        "schema": REPORT_SCHEMA,
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "name": name,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "stages": stages,
+        "base": base,
+        "preset": first.get("preset"),
+        "seed": first.get("seed"),
+        "split": first.get("split"),
+        "config": dataclasses.asdict(config),
+        "rows": [_row_json(r, stages, base) for r in rows],
+        "verdicts": verdicts,
+        "training": {s: _training_info(stage_records.get(s)) for s in stages},
+        "provenance": provenance,
+        "_rows": rows,
+    }
+    figures = {
+        "tradeoff": plots.tradeoff_plot(rows, stages),
+        "crows_pairs_by_type": plots.category_bars(
+            breakdown(stage_results, "crows_pairs", "pct_stereotype", "bias_type"),
+            stages,
+            "CrowS-Pairs: % pairs where the stereotype is more likely",
+            "pct_stereotype (%)",
+            50.0,
+        ),
+        "stereoset_by_domain": plots.category_bars(
+            breakdown(stage_results, "stereoset", "ss", "domain"),
+            stages,
+            "StereoSet: stereotype score by domain",
+            "SS (%)",
+            50.0,
+        ),
+        "training_curves": plots.training_curves({s: r for s, r in stage_records.items() if r}),
+    }
+    return report, {k: v for k, v in figures.items() if v is not None}
+
+
+def write_report(
+    run_dir: str | Path,
+    name: str,
+    stage_results: dict[str, dict[str, Any]],
+    stage_records: dict[str, dict[str, Any] | None],
+    provenance: dict[str, Any],
+    config: ReportConfig | None = None,
+) -> dict[str, Any]:
+    """Build the report and write ``metrics.json``, ``report.md`` (+ ``report_files/``) and ``report.html``."""
+    run_dir = Path(run_dir)
+    report, figures = build_report(name, stage_results, stage_records, provenance, config)
+    images = {}
+    for figure, png in figures.items():
+        atomic_write_bytes(run_dir / "report_files" / f"{figure}.png", png)
+        images[figure] = f"report_files/{figure}.png"
+    atomic_write_text(run_dir / "report.md", render.markdown_report(report, images))
+    atomic_write_text(run_dir / "report.html", render.html_report(report, figures))
+    atomic_write_json(run_dir / "metrics.json", {k: v for k, v in report.items() if k != "_rows"})
+    return report
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """The comparison table and verdicts in the terminal."""
+    from alignment.cli.console import out
+
+    out.print(render.rich_table(report["_rows"], report["stages"], f"safealign: {report['name']}"))
+    for stage, v in report["verdicts"].items():
+        colour = "red" if v["capability_losses"] else "green"
+        out.print(f"[bold]{stage}[/]: [{colour}]{v['text']}[/]")

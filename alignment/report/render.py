@@ -1,0 +1,199 @@
+"""The comparison table and report in Markdown, self-contained HTML and a rich terminal table."""
+
+from __future__ import annotations
+
+import base64
+import html
+from typing import Any
+
+from alignment.report.compare import MetricRow, delta
+
+
+def fmt(value: float | None) -> str:
+    """Compact number: one decimal from 10 up, three significant digits below.
+
+    >>> fmt(57.123), fmt(0.01234), fmt(None)
+    ('57.1', '0.0123', '–')
+    """
+    if value is None:
+        return "–"
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
+
+
+def goal_text(row: MetricRow) -> str:
+    if isinstance(row.goal, str):
+        return "↑ higher" if row.goal == "max" else "↓ lower"
+    return f"→ {fmt(row.goal)}"
+
+
+def cell_text(row: MetricRow, stage: str, base: str = "base") -> tuple[str, str]:
+    """``("55.0 [53.0, 57.0] Δ−5.0*", tone)``; ``*`` marks a delta whose 95% CI excludes zero.
+
+    ``tone`` is ``better``/``worse`` for significant deltas (toward/away from the goal), else ``""``.
+    """
+    cell = row.cells.get(stage)
+    if cell is None:
+        return "–", ""
+    text = fmt(cell.value)
+    if cell.ci_low is not None:
+        text += f" [{fmt(cell.ci_low)}, {fmt(cell.ci_high)}]"
+    if stage == base or base not in row.cells:
+        return text, ""
+    d = delta(cell, row.cells[base], row.goal)
+    tone = ("better" if d.improvement > 0 else "worse") if d.significant else ""
+    return f"{text} Δ{d.value:+.3g}{'*' if d.significant else ''}", tone
+
+
+def markdown_table(rows: list[MetricRow], stages: list[str]) -> str:
+    header = "| metric | kind | goal | " + " | ".join(stages) + " |"
+    lines = [header, "|" + "---|" * (3 + len(stages))]
+    for row in rows:
+        cells = [cell_text(row, s)[0] for s in stages]
+        lines.append(f"| {row.key} | {row.kind} | {goal_text(row)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def rich_table(rows: list[MetricRow], stages: list[str], title: str):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("metric", "kind", "goal", *stages):
+        table.add_column(column, overflow="fold")
+    colours = {"better": "green", "worse": "red", "": ""}
+    for row in rows:
+        cells = []
+        for stage in stages:
+            text, tone = cell_text(row, stage)
+            cells.append(f"[{colours[tone]}]{text}[/]" if tone else text)
+        table.add_row(row.key, row.kind, goal_text(row), *cells)
+    return table
+
+
+def _kv_table(pairs: list[tuple[str, Any]]) -> str:
+    lines = ["| | |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in pairs]
+    return "\n".join(lines)
+
+
+def markdown_report(report: dict[str, Any], images: dict[str, str]) -> str:
+    """The report as Markdown; ``images`` maps figure name to a relative PNG path."""
+    stages = report["stages"]
+    rows = report["_rows"]
+    parts = [f"# safealign report: {report['name']}", ""]
+    parts.append(
+        f"Model `{report['provenance'].get('model')}`, stages {' → '.join(stages)}, preset "
+        f"`{report.get('preset')}`, seed {report.get('seed')}, generated {report['created_at']}."
+    )
+    parts += ["", "## Verdicts", ""]
+    parts += [f"- **{stage}**: {v['text']}" for stage, v in report["verdicts"].items()]
+    parts += [
+        "",
+        "## Results",
+        "",
+        "Each cell: value [95% CI]; Δ = change from base, `*` when the 95% CI of the change excludes zero "
+        "(normal approximation from the two CIs). Bias rows first, then retention rows.",
+        "",
+    ]
+    parts.append(markdown_table(rows, stages))
+    for name, title in FIGURES:
+        if name in images:
+            parts += ["", f"### {title}", "", f"![{title}]({images[name]})"]
+    parts += ["", "## Training", "", training_table(report["training"])]
+    parts += ["", "## Provenance", "", _kv_table(provenance_pairs(report["provenance"]))]
+    return "\n".join(parts) + "\n"
+
+
+FIGURES = (
+    ("tradeoff", "Bias vs retention"),
+    ("crows_pairs_by_type", "CrowS-Pairs pct_stereotype by bias type"),
+    ("stereoset_by_domain", "StereoSet SS by domain"),
+    ("training_curves", "Training curves"),
+)
+
+
+def training_table(training: dict[str, dict[str, Any]]) -> str:
+    lines = [
+        "| stage | status | steps | wall time (s) | peak RSS (MiB) | final metrics |",
+        "|---|---|---|---|---|---|",
+    ]
+    for stage, info in training.items():
+        metrics = ", ".join(
+            f"{k}={fmt(v)}" for k, v in (info.get("metrics") or {}).items() if isinstance(v, (int, float))
+        )
+        lines.append(
+            f"| {stage} | {info.get('status', '–')} | {info.get('steps', '–')} | "
+            f"{fmt(info.get('wall_time_s'))} | {fmt(info.get('peak_rss_mb'))} | {metrics or '–'} |"
+        )
+    return "\n".join(lines)
+
+
+def provenance_pairs(provenance: dict[str, Any]) -> list[tuple[str, Any]]:
+    pairs = []
+    for key, value in provenance.items():
+        if isinstance(value, dict):
+            value = "; ".join(f"{k}: {v}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = "; ".join(map(str, value))
+        pairs.append((key, str(value).replace("|", "\\|")))
+    return pairs
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px}
+th{background:#f3f3f3}.better{background:#e3f6e3}.worse{background:#fbe1e1}img{max-width:100%}
+code{background:#f3f3f3;padding:1px 4px}
+"""
+
+
+def html_report(report: dict[str, Any], pngs: dict[str, bytes]) -> str:
+    """A self-contained HTML page: the same content with figures embedded as data URIs."""
+    stages = report["stages"]
+    rows = report["_rows"]
+    esc = html.escape
+    out = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>safealign report: {esc(report['name'])}"
+        f"</title><style>{_CSS}</style></head><body>",
+        f"<h1>safealign report: {esc(report['name'])}</h1>",
+    ]
+    out.append(
+        f"<p>Model <code>{esc(str(report['provenance'].get('model')))}</code>, stages "
+        f"{esc(' → '.join(stages))}, preset <code>{esc(str(report.get('preset')))}</code>, seed "
+        f"{esc(str(report.get('seed')))}, generated {esc(report['created_at'])}.</p><h2>Verdicts</h2><ul>"
+    )
+    out += [f"<li><b>{esc(s)}</b>: {esc(v['text'])}</li>" for s, v in report["verdicts"].items()]
+    out.append(
+        "</ul><h2>Results</h2><p>Each cell: value [95% CI]; Δ = change from base, * when the 95% CI of "
+        "the change excludes zero; green = significantly closer to the goal, red = significantly "
+        "further.</p><table><tr><th>metric</th><th>kind</th><th>goal</th>"
+    )
+    out += [f"<th>{esc(s)}</th>" for s in stages]
+    out.append("</tr>")
+    for row in rows:
+        out.append(f"<tr><td>{esc(row.key)}</td><td>{row.kind}</td><td>{esc(goal_text(row))}</td>")
+        for stage in stages:
+            text, tone = cell_text(row, stage)
+            out.append(f"<td class='{tone}'>{esc(text)}</td>")
+        out.append("</tr>")
+    out.append("</table>")
+    for name, title in FIGURES:
+        if name in pngs:
+            data = base64.b64encode(pngs[name]).decode("ascii")
+            out.append(f"<h3>{esc(title)}</h3><img alt='{esc(title)}' src='data:image/png;base64,{data}'>")
+    out.append("<h2>Training</h2>" + _md_table_to_html(training_table(report["training"])))
+    out.append("<h2>Provenance</h2><table>")
+    out += [
+        f"<tr><th>{esc(k)}</th><td>{esc(v.replace(chr(92) + '|', '|'))}</td></tr>"
+        for k, v in provenance_pairs(report["provenance"])
+    ]
+    out.append("</table></body></html>")
+    return "\n".join(out)
+
+
+def _md_table_to_html(table: str) -> str:
+    lines = table.splitlines()
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    body = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    rows = ["<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"]
+    rows += ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body]
+    return "<table>" + "".join(rows) + "</table>"
