@@ -146,7 +146,7 @@ def write_report(
     provenance: dict[str, Any],
     config: ReportConfig | None = None,
 ) -> dict[str, Any]:
-    """Build the report and write ``metrics.json``, ``report.md`` (+ ``report_files/``) and ``report.html``."""
+    """Build the report; write ``metrics.json``, ``report.md`` (+ ``report_files/``) and ``report.html``."""
     run_dir = Path(run_dir)
     report, figures = build_report(name, stage_results, stage_records, provenance, config)
     images = {}

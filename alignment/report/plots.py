@@ -132,7 +132,7 @@ def training_curves(stage_records: dict[str, dict[str, Any]]) -> bytes | None:
     if not panels:
         return None
     fig, axes = _figure(4.0 * len(panels), 3.4, ncols=len(panels))
-    for ax, (key, label) in zip(axes[0], panels):
+    for ax, (key, label) in zip(axes[0], panels, strict=True):
         for stage, (xs, ys) in series[key].items():
             ax.plot(xs, ys, label=stage)
         ax.set_title(label)
