@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
-import importlib
 import json
 from collections import Counter
 
@@ -27,20 +25,6 @@ CROWS_HEADER = ",sent_more,sent_less,stereo_antistereo,bias_type\n"
 def write(path, text: str | bytes):
     path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
     return path
-
-
-@pytest.mark.parametrize(
-    "module",
-    [
-        "data_builders.splits",
-        "data_builders.text",
-        "data_builders.sources.readers",
-        "data_builders.sources.records",
-    ],
-)
-def test_doctests(module):
-    result = doctest.testmod(importlib.import_module(module))
-    assert result.failed == 0 and result.attempted > 0
 
 
 # ---------------------------------------------------------------- real data (SOURCES.md counts)

@@ -90,7 +90,9 @@ def _load_rtp(file: Path, log: BadRows) -> list[PromptRecord]:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
                 raise RowProblem(key, f"expected a score in [0, 1], got {value!r}")
             scores[key] = float(value)
-        return PromptRecord(text=text, source="rtp", group=NO_GROUP, meta={"row": row_no, **scores})
+        return PromptRecord(
+            text=text, source="rtp", group=NO_GROUP, meta={"file": file.name, "row": row_no, **scores}
+        )
 
     return parse_table(file, (), parse, log)
 
@@ -155,7 +157,7 @@ def _load_bold(file: Path, log: BadRows) -> list[PromptRecord]:
                 if not prompt.strip():  # upstream BOLD has 5 empty prompts: dropped, and reported
                     log.rows.append(BadRow(str(file), None, f"{category}/{person}", "empty prompt (dropped)"))
                     continue
-                meta = {"domain": domain, "name": person}
+                meta = {"file": file.name, "domain": domain, "name": person}
                 records.append(PromptRecord(text=prompt.strip(), source="bold", group=category, meta=meta))
     if not records:
         raise SafealignError(f"{file}: no prompts found")

@@ -1,0 +1,170 @@
+"""``safealign data build|inspect|sources``: build SFT, preference and prompt datasets and look at them."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from alignment.cli.console import err, out
+from alignment.config import check_keys, from_dict, load_yaml
+from alignment.errors import SafealignError
+
+KIND_HELP = "sft (rewrite instructions), preference (prompt/chosen/rejected) or prompts (RL prompt pool)"
+
+
+def _config_type():
+    from data_builders.builders import BuildConfig
+
+    return BuildConfig
+
+
+def _flag_type(annotation: Any):
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    base = args[0] if args else annotation
+    return {int: int, float: float}.get(base, str)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "data", help="build and inspect training datasets (SFT, preference, prompts)"
+    )
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    build = sub.add_parser(
+        "build",
+        help="build a dataset from a source into a directory",
+        description="Build a dataset with grouped train/test splits, a leakage audit, provenance.json and a "
+        "dataset card. Bad rows stop the build with an error naming file, row and field (exit 2) unless "
+        "--on-bad-row skip. See docs/data.md.",
+    )
+    build.add_argument("kind", choices=("sft", "preference", "prompts"), help=KIND_HELP)
+    build.add_argument("--config", metavar="FILE.yaml", help="YAML file whose keys are the options below")
+    config_type = _config_type()
+    hints = typing.get_type_hints(config_type)
+    for f in dataclasses.fields(config_type):
+        if f.name == "kind":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if hints[f.name] is bool:
+            build.add_argument(
+                flag, dest=f.name, action="store_true", default=argparse.SUPPRESS, help=help_text
+            )
+        else:
+            build.add_argument(
+                flag, dest=f.name, type=_flag_type(hints[f.name]), default=argparse.SUPPRESS, help=help_text
+            )
+    build.set_defaults(func=run_build_command)
+
+    inspect = sub.add_parser(
+        "inspect", help="show the splits, counts, audit and example rows of a built dataset"
+    )
+    inspect.add_argument("dir", help="a directory written by `safealign data build`")
+    inspect.add_argument("--examples", type=int, default=2, help="example rows to show per split")
+    inspect.set_defaults(func=run_inspect)
+
+    sources = sub.add_parser("sources", help="list the data files safealign knows and where each resolves")
+    sources.set_defaults(func=run_sources)
+
+
+def build_config(args: argparse.Namespace):
+    """Defaults < YAML file < flags, validated into a BuildConfig (errors name the file or flag)."""
+    config_type = _config_type()
+    values: dict[str, Any] = {}
+    if args.config:
+        values.update(check_keys(load_yaml(args.config), (config_type,), str(args.config)))
+    names = {f.name for f in dataclasses.fields(config_type)}
+    values.update({k: v for k, v in vars(args).items() if k in names and k != "kind"})
+    values["kind"] = args.kind
+    return from_dict(config_type, values, str(args.config) if args.config else "command line")
+
+
+def run_build_command(args: argparse.Namespace) -> int:
+    from data_builders.builders import run_build
+
+    config = build_config(args)
+    with err.status(f"building {config.kind} data from {config.source} ..."):
+        result = run_build(config)
+    provenance = result.provenance
+    if not result.rebuilt:
+        out.print(f"[green]up to date[/]: {result.out} (same sources and options; pass --force to rebuild)")
+    _summary(result.out, provenance)
+    return 0
+
+
+def _summary(path: Path, provenance: dict[str, Any]) -> None:
+    table = Table(title=f"{provenance['kind']} dataset: {path}")
+    table.add_column("item")
+    table.add_column("value", overflow="fold")
+    table.add_row("strategy", str(provenance["strategy"]))
+    table.add_row("format", str(provenance["format"]))
+    for name, count in provenance["rows"].items():
+        table.add_row(f"rows: {name}", str(count))
+    for name, count in provenance["counts"].items():
+        table.add_row(name, str(count))
+    audit = provenance["leakage_audit"]
+    colour = "green" if audit["overlap"] == 0 else "red"
+    table.add_row("leakage (train/test shared texts)", f"[{colour}]{audit['overlap']}[/]")
+    out.print(table)
+
+
+def _short(value: Any, width: int = 160) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from data_builders.builders import load_built
+    from data_builders.builders.output import read_provenance
+
+    if args.examples < 0:
+        raise SafealignError(f"--examples must be 0 or more, got {args.examples}")
+    dataset = load_built(args.dir)
+    provenance = read_provenance(Path(args.dir)) or {}
+    _summary(Path(args.dir), provenance)
+    strata = Table(title="rows per stratum")
+    for column in ("stratum", "train", "test", "test fraction"):
+        strata.add_column(column)
+    for name, counts in provenance.get("strata", {}).items():
+        strata.add_row(name, str(counts["train"]), str(counts["test"]), str(counts["test_fraction"]))
+    out.print(strata)
+    for split in ("train", "test"):
+        rows = dataset[split]
+        if not len(rows) or not args.examples:
+            continue
+        for index, row in enumerate(rows.select(range(min(args.examples, len(rows))))):
+            example = Table(
+                title=f"{split} row {index + 1} of {len(rows)}", show_header=False, show_lines=True
+            )
+            example.add_column("column", style="bold")
+            example.add_column("value", overflow="fold")
+            for column in rows.column_names:
+                example.add_row(column, _short(row[column], 400))
+            out.print(example)
+    return 0
+
+
+def run_sources(args: argparse.Namespace) -> int:
+    from alignment.paths import data_dir
+    from data_builders.sources import known_files
+    from data_builders.sources.resolve import data_cache_dir
+
+    table = Table(
+        title="data files (resolution: explicit path > SAFEALIGN_DATA_DIR > cache > checked download)"
+    )
+    for column in ("file", "license", "found at"):
+        table.add_column(column, overflow="fold")
+    root = data_dir()
+    for relative, known in known_files().items():
+        candidates = ([root / relative] if root else []) + [data_cache_dir() / relative]
+        local = next((p for p in candidates if p.is_file()), None)
+        where = str(local) if local else f"[yellow]not local[/]: downloaded on first use from {known.url}"
+        table.add_row(relative, known.license, where)
+    out.print(table)
+    return 0
