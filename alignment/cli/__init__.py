@@ -20,6 +20,7 @@ COMMANDS = (
     "alignment.cli.models_cmd",
     "alignment.cli.generate_cmd",
     "alignment.cli.train_cmd",
+    "alignment.cli.data_cmd",
 )
 
 DESCRIPTION = """\
