@@ -36,3 +36,25 @@ lint: ## ruff check and format check
 format: ## apply ruff fixes and formatting
 	$(PY) -m ruff check --fix alignment reward data_builders tests
 	$(PY) -m ruff format alignment reward data_builders tests
+
+# ---- data builders (docs/data.md): needs SAFEALIGN_DATA_DIR, or network for the checked downloads
+DATA_OUT ?= runs/data
+CHAT_TEMPLATE ?=
+DATA_BUILD := $(PY) -m alignment data build
+DATA_RENDER := $(if $(CHAT_TEMPLATE),--chat-template $(CHAT_TEMPLATE))
+
+.PHONY: data data-sft data-preference data-prompts
+
+data: data-sft data-preference data-prompts ## build the default datasets into $(DATA_OUT) (CHAT_TEMPLATE=MODEL renders rows)
+
+data-sft: ## SFT rewrite sets: SR-LLM pairs and CrowS-Pairs neutral rewrites
+	$(DATA_BUILD) sft --source srllm --out $(DATA_OUT)/sft-srllm $(DATA_RENDER)
+	$(DATA_BUILD) sft --source crows_pairs --out $(DATA_OUT)/sft-crows $(DATA_RENDER)
+
+data-preference: ## preference sets: SR-LLM rewrites, CrowS-Pairs parity (default) and neutral_over_more
+	$(DATA_BUILD) preference --source srllm --out $(DATA_OUT)/pref-srllm $(DATA_RENDER)
+	$(DATA_BUILD) preference --source crows_pairs --out $(DATA_OUT)/pref-crows-parity
+	$(DATA_BUILD) preference --source crows_pairs --strategy neutral_over_more --out $(DATA_OUT)/pref-crows-neutral
+
+data-prompts: ## RL prompt pool from RealToxicityPrompts, ToxiGen and BOLD (at most 200 per group)
+	$(DATA_BUILD) prompts --source rtp,toxigen,bold --max-per-group 200 --out $(DATA_OUT)/prompts
