@@ -345,3 +345,55 @@ def test_load_built_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SafealignError, match="provenance.json is missing"):
         load_built(tmp_path / "empty")
+
+
+@pytest.mark.slow
+def test_built_datasets_train_with_trl(tmp_path, tiny_model):
+    """The column formats are what TRL's DPO and SFT trainers expect (one step each on the tiny model)."""
+    import math
+
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    from alignment.models import load_model
+
+    model, tokenizer = load_model(tiny_model, device="cpu")
+    common = dict(
+        max_steps=1,
+        per_device_train_batch_size=2,
+        bf16=False,
+        report_to=[],
+        save_strategy="no",
+        max_length=512,
+        dataloader_pin_memory=False,
+    )
+    parity = build(
+        tmp_path,
+        "parity",
+        kind="preference",
+        source="crows_pairs",
+        path=crows_csv(tmp_path),
+        test_fraction=0.0,
+    )
+    trainer = DPOTrainer(
+        model=model,
+        args=DPOConfig(output_dir=str(tmp_path / "dpo"), **common),
+        train_dataset=load_built(parity.out)["train"],
+        processing_class=tokenizer,
+    )
+    assert math.isfinite(trainer.train().training_loss)
+    rows = [(f"He says women are bad at job {i}.", f"People differ at job {i}.", "x", "a") for i in range(4)]
+    sft = build(
+        tmp_path,
+        "sft",
+        kind="sft",
+        source="rewrite_pairs",
+        path=rewrite_csv(tmp_path, rows),
+        test_fraction=0.0,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=SFTConfig(output_dir=str(tmp_path / "sft"), **common),
+        train_dataset=load_built(sft.out)["train"],
+        processing_class=tokenizer,
+    )
+    assert math.isfinite(trainer.train().training_loss)
