@@ -1,0 +1,386 @@
+"""The main job: build data, evaluate the base model, then train and evaluate each stage in turn, and
+write one comparison report.
+
+A pipeline recipe (``recipes/<model>/pipeline.yaml``)::
+
+    name: smollm2-quick              # run directory: $SAFEALIGN_RUNS/<name>
+    model: smollm2-135m-instruct     # the base model
+    seed: 0
+    split: {test_fraction: 0.2, seed: 0}   # held-out groups, shared by builders and evaluation
+    data:                            # datasets to build (data_builders BuildConfig fields, less out/seed)
+      rewrite_sft: {kind: sft, source: rewrite_pairs}
+    reward: {...}                    # reward spec for RL stages (reward.registry.build_reward)
+    stages:                          # in order; each starts from the previous stage's saved model
+      - {name: sft, type: sft, dataset: rewrite_sft, config: {max_steps: 40}}
+    evaluation: {preset: quick, suites: null, limit: null}
+    report: {tolerance: 2.0}
+
+Layout of a run directory::
+
+    manifest.json  pipeline.json  metrics.json  report.md  report.html  report_files/
+    data/<dataset>/      built datasets          stages/<stage>/   stage run dirs (model/, checkpoints/)
+    eval/<stage>/        results.json + samples/ (``base`` for the base model)
+
+Resuming works at stage granularity: ``pipeline.json`` records, for every stage and evaluation, a hash
+of its own config chained with the hashes of everything upstream. A rerun skips work whose outputs exist
+with the same chained hash, continues an interrupted stage from its last checkpoint, and redoes (from
+scratch) a stage whose upstream changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alignment.config import check_keys, from_dict, load_yaml
+from alignment.errors import SafealignError
+from alignment.io import atomic_write_json, sha256_json
+from alignment.paths import runs_dir
+from alignment.report import ReportConfig, print_report, write_report
+
+PIPELINE_FILE = "pipeline.json"
+STAGE_TYPES = ("sft", "dpo", "ppo", "grpo", "rloo")
+BASE = "base"
+
+
+@dataclass
+class SplitSettings:
+    """Which groups are held out; the same rule for data builders and evaluation."""
+
+    test_fraction: float = field(default=0.2, metadata={"help": "fraction of groups held out for evaluation"})
+    seed: int = field(default=0, metadata={"help": "seed of the group hash"})
+
+
+@dataclass
+class EvalSettings:
+    """Evaluation of the base model and of every stage (``safealign eval`` options)."""
+
+    preset: str = field(default="quick", metadata={"help": "quick, standard or full"})
+    suites: list[str] | None = field(default=None, metadata={"help": "suites to run (default: the preset's)"})
+    limit: int | None = field(default=None, metadata={"help": "cap every suite at this many items"})
+    batch_size: int = field(default=64, metadata={"help": "log-likelihood batch size"})
+    toxicity_scorer: str = field(default="auto", metadata={"help": "toxicity backend for generation suites"})
+    stereotype_classifier: str | None = field(
+        default=None, metadata={"help": "trained stereotype classifier directory (stereotype_rate suite)"}
+    )
+
+
+@dataclass
+class StagePlan:
+    """One training stage of the pipeline."""
+
+    name: str = field(metadata={"help": "stage name (column in the report, folder in the run dir)"})
+    type: str = field(metadata={"help": f"stage type: {', '.join(STAGE_TYPES)}"})
+    dataset: str = field(default="", metadata={"help": "a key of `data`, or a built dataset directory"})
+    config: dict[str, Any] = field(default_factory=dict, metadata={"help": "stage config fields"})
+
+    def __post_init__(self) -> None:
+        if self.type not in STAGE_TYPES:
+            raise ValueError(
+                f"stage {self.name!r}: type {self.type!r} is not one of {', '.join(STAGE_TYPES)}"
+            )
+        if self.name == BASE or not self.name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"stage name {self.name!r} must be alphanumeric (with - or _) and not 'base'")
+
+
+@dataclass
+class PipelineConfig:
+    """A whole pipeline recipe."""
+
+    name: str = field(
+        default="pipeline", metadata={"help": "run name: the run directory under SAFEALIGN_RUNS"}
+    )
+    model: str = field(default="smollm2-135m-instruct", metadata={"help": "base model spec"})
+    seed: int = field(default=0, metadata={"help": "seed for training and evaluation"})
+    split: SplitSettings = field(default_factory=SplitSettings)
+    data: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reward: Any = field(default=None, metadata={"help": "reward spec for RL stages"})
+    stages: list[StagePlan] = field(default_factory=list)
+    evaluation: EvalSettings = field(default_factory=EvalSettings)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+
+SECTIONS = {"split": SplitSettings, "evaluation": EvalSettings, "report": ReportConfig}
+
+
+def parse_pipeline(raw: dict[str, Any], source: str) -> PipelineConfig:
+    """Validate a recipe mapping section by section (unknown keys and wrong types name file and key)."""
+    raw = dict(raw)
+    sections = {}
+    for key, cls in SECTIONS.items():
+        value = raw.pop(key, None) or {}
+        if not isinstance(value, dict):
+            raise SafealignError(f"{source}, key {key!r}: expected a mapping")
+        sections[key] = from_dict(cls, value, f"{source}:{key}")
+    stages_raw = raw.pop("stages", None) or []
+    if not isinstance(stages_raw, list):
+        raise SafealignError(f"{source}, key 'stages': expected a list of stages")
+    stages = []
+    for i, entry in enumerate(stages_raw):
+        if not isinstance(entry, dict):
+            raise SafealignError(f"{source}:stages[{i}]: expected a mapping with name, type, dataset, config")
+        stages.append(from_dict(StagePlan, entry, f"{source}:stages[{i}]"))
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise SafealignError(f"{source}, key 'stages': stage names repeat ({', '.join(names)})")
+    top = check_keys(raw, (PipelineConfig,), source)
+    data = top.get("data", {})
+    for key, spec in data.items():
+        if not isinstance(spec, dict):
+            raise SafealignError(f"{source}:data.{key}: expected a mapping of build options")
+    for stage in stages:
+        if stage.dataset and stage.dataset not in data and not Path(stage.dataset).exists():
+            raise SafealignError(
+                f"{source}:stages.{stage.name}: dataset {stage.dataset!r} is neither a key of 'data' "
+                f"({', '.join(data) or 'none'}) nor an existing directory"
+            )
+    return PipelineConfig(**top, stages=stages, **sections)
+
+
+def load_pipeline(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Read a pipeline recipe and apply overrides (model, name, seed, preset, limit, only)."""
+    raw = load_yaml(path)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key in ("preset", "limit", "suites"):
+            raw.setdefault("evaluation", {})[key] = value
+        elif key == "only":
+            wanted = [s.strip() for s in value.split(",") if s.strip()]
+            known = [s.get("name") for s in raw.get("stages", []) if isinstance(s, dict)]
+            unknown = sorted(set(wanted) - set(known))
+            if unknown:
+                raise SafealignError(
+                    f"--stages: unknown stage(s) {', '.join(unknown)}; recipe has {', '.join(known)}"
+                )
+            raw["stages"] = [s for s in raw.get("stages", []) if s.get("name") in wanted]
+        else:
+            raw[key] = value
+    return parse_pipeline(raw, str(path))
+
+
+def stage_module(kind: str) -> tuple[type, Any]:
+    """``(ConfigClass, run_function)`` of a stage type, e.g. ``(SFTStageConfig, run_sft)``."""
+    module = importlib.import_module(f"alignment.stages.{kind}")
+    return getattr(module, f"{kind.upper()}StageConfig"), getattr(module, f"run_{kind}")
+
+
+class PipelineState:
+    """``pipeline.json``: chained hashes and status of every build, stage and evaluation."""
+
+    def __init__(self, run_dir: Path) -> None:
+        import json
+
+        self.path = run_dir / PIPELINE_FILE
+        self.data: dict[str, Any] = {"stages": {}, "evals": {}}
+        if self.path.is_file():
+            try:
+                self.data = json.loads(self.path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise SafealignError(f"{self.path}: not valid JSON ({exc}); remove it to start over") from exc
+
+    def get(self, section: str, name: str) -> dict[str, Any]:
+        return self.data.setdefault(section, {}).get(name, {})
+
+    def set(self, section: str, name: str, **fields: Any) -> None:
+        self.data.setdefault(section, {})[name] = {**self.get(section, name), **fields}
+        atomic_write_json(self.path, self.data)
+
+
+def _eval_kwargs(cfg: PipelineConfig) -> dict[str, Any]:
+    ev = cfg.evaluation
+    return {
+        "suites": ev.suites,
+        "preset": ev.preset,
+        "limit": ev.limit,
+        "seed": cfg.seed,
+        "split": "heldout",
+        "test_fraction": cfg.split.test_fraction,
+        "split_seed": cfg.split.seed,
+        "batch_size": ev.batch_size,
+        "toxicity_scorer": ev.toxicity_scorer,
+        "stereotype_classifier": ev.stereotype_classifier,
+    }
+
+
+def _say(message: str) -> None:
+    from alignment.cli.console import err
+
+    err.print(message)
+
+
+class Pipeline:
+    """Runs one pipeline recipe in its run directory (see the module docstring)."""
+
+    def __init__(self, cfg: PipelineConfig, root: str | Path | None = None, force: bool = False) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(root or runs_dir()) / cfg.name
+        self.force = force
+        self.state: PipelineState | None = None
+        self.datasets: dict[str, dict[str, Any]] = {}
+
+    # -- data ---------------------------------------------------------------------------------------------
+    def build_data(self) -> None:
+        from data_builders.builders.build import run_build
+        from data_builders.builders.config import BuildConfig
+
+        for key, spec in self.cfg.data.items():
+            options = {"seed": self.cfg.split.seed, "test_fraction": self.cfg.split.test_fraction, **spec}
+            options["out"] = str(self.run_dir / "data" / key)
+            build = from_dict(BuildConfig, options, f"pipeline data.{key}")
+            result = run_build(build)
+            prov = result.provenance
+            self.datasets[key] = {
+                "path": options["out"],
+                "fingerprint": prov.get("fingerprint"),
+                "sources": prov.get("sources"),
+                "rows": prov.get("rows"),
+                "strategy": prov.get("strategy"),
+            }
+            self.state.set("data", key, fingerprint=prov.get("fingerprint"))
+            _say(f"data {key}: {'built' if result.rebuilt else 'up to date'} ({options['out']})")
+
+    def dataset_path(self, stage: StagePlan) -> tuple[str, str]:
+        """(path, fingerprint) of a stage's dataset."""
+        if stage.dataset in self.datasets:
+            info = self.datasets[stage.dataset]
+            return info["path"], info["fingerprint"]
+        return stage.dataset, sha256_json(stage.dataset)
+
+    # -- evaluation ---------------------------------------------------------------------------------------
+    def evaluate(self, name: str, model: str, chain: str) -> dict[str, Any]:
+        from alignment.evaluation import evaluate, load_results
+
+        out = self.run_dir / "eval" / name
+        kwargs = _eval_kwargs(self.cfg)
+        digest = sha256_json({"chain": chain, "eval": kwargs})
+        done = self.state.get("evals", name)
+        if not self.force and done.get("hash") == digest and (out / "results.json").is_file():
+            _say(f"[green]eval {name}: up to date[/]")
+            return load_results(out)
+        self.state.set("evals", name, hash=digest, status="running")
+        _say(f"[bold]eval {name}[/] ({model})")
+        results = evaluate(model, out_dir=out, base_model=self.base_path, progress=True, **kwargs)
+        self.state.set("evals", name, status="completed")
+        return results
+
+    # -- stages -------------------------------------------------------------------------------------------
+    def train(self, stage: StagePlan, model: str, upstream: str) -> tuple[str, str, dict[str, Any]]:
+        """Train one stage from ``model``; returns (saved model path, chained hash, stage.json record)."""
+        import json
+
+        config_cls, run = stage_module(stage.type)
+        dataset, fingerprint = self.dataset_path(stage)
+        out = self.run_dir / "stages" / stage.name
+        values = {"seed": self.cfg.seed, **stage.config, "model": model, "resume": True, "force": False}
+        if dataset:
+            values["dataset"] = dataset
+        names = {f.name for f in dataclasses.fields(config_cls)}
+        if "reward" in names and "reward" not in stage.config and self.cfg.reward is not None:
+            values["reward"] = self.cfg.reward
+        stage_cfg = from_dict(config_cls, values, f"pipeline stages.{stage.name}.config")
+        hashed = {
+            k: v for k, v in dataclasses.asdict(stage_cfg).items() if k not in ("model", "resume", "force")
+        }
+        chain = sha256_json({"upstream": upstream, "type": stage.type, "config": hashed, "data": fingerprint})
+        previous = self.state.get("stages", stage.name)
+        stale = self.force or (previous.get("chain") not in (None, chain))
+        if stale:
+            stage_cfg.force = True
+            stage_cfg.resume = False
+        self.state.set("stages", stage.name, chain=chain, status="running")
+        model_dir = run(stage_cfg, out)
+        self.state.set("stages", stage.name, status="completed", model=str(model_dir))
+        record = json.loads((out / "stage.json").read_text(encoding="utf-8"))
+        return str(model_dir), chain, record
+
+    # -- the whole run ------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        from alignment.audit import leakage_audit
+        from alignment.models import resolve_model
+        from alignment.runs import run_context
+
+        cfg = self.cfg
+        with run_context(
+            cfg.name, command=sys.argv, config=cfg, seed=cfg.seed, root=self.run_dir.parent
+        ) as run:
+            self.state = PipelineState(self.run_dir)
+            self.base_path = resolve_model(cfg.model).path
+            self.build_data()
+            base_chain = sha256_json({"model": cfg.model, "path": self.base_path})
+            results = {BASE: self.evaluate(BASE, self.base_path, base_chain)}
+            records: dict[str, dict[str, Any] | None] = {BASE: None}
+            model, chain = self.base_path, base_chain
+            for stage in cfg.stages:
+                _say(f"[bold]stage {stage.name}[/] ({stage.type}) from {model}")
+                model, chain, records[stage.name] = self.train(stage, model, chain)
+                results[stage.name] = self.evaluate(stage.name, model, chain)
+            used = sorted({self.dataset_path(s)[0] for s in cfg.stages if s.dataset})
+            audit = leakage_audit(used, self.run_dir / "eval" / BASE)
+            provenance = {
+                "model": cfg.model,
+                "model_path": self.base_path,
+                "datasets": {
+                    k: {
+                        "fingerprint": v["fingerprint"],
+                        "strategy": v["strategy"],
+                        "rows": v["rows"],
+                        "sources": [
+                            f"{s.get('name')} {s.get('sha256', '')[:12]}" for s in v["sources"] or []
+                        ],
+                    }
+                    for k, v in self.datasets.items()
+                },
+                "leakage_audit": audit,
+                "seed": cfg.seed,
+                "split": dataclasses.asdict(cfg.split),
+                "versions": run.manifest.get("versions"),
+                "git_commit": run.manifest.get("git_commit"),
+            }
+            report = write_report(self.run_dir, cfg.name, results, records, provenance, cfg.report)
+            run.update(
+                leakage_audit=audit,
+                report=str(self.run_dir / "report.md"),
+                stages={s: (r or {}).get("status") for s, r in records.items()},
+            )
+        print_report(report)
+        if not audit["passed"]:
+            _say(
+                f"[red]leakage audit: {audit['overlapping_items']} evaluated items appear in training data[/]"
+            )
+        return report
+
+
+def rebuild_report(run_dir: str | Path) -> dict[str, Any]:
+    """Re-create the report of a finished (or partly finished) pipeline run from its saved outputs."""
+    import json
+
+    from alignment.evaluation import load_results
+    from alignment.runs import load_manifest
+
+    run_dir = Path(run_dir)
+    manifest = load_manifest(run_dir)
+    raw_cfg = manifest.get("config") or {}
+    if not isinstance(raw_cfg, dict) or "stages" not in raw_cfg:
+        raise SafealignError(f"{run_dir}: not a pipeline run (its manifest has no pipeline config)")
+    cfg = parse_pipeline(raw_cfg, str(run_dir / "manifest.json"))
+    results, records = {}, {}
+    for name in [BASE] + [s.name for s in cfg.stages]:
+        eval_dir = run_dir / "eval" / name
+        if not (eval_dir / "results.json").is_file():
+            continue
+        results[name] = load_results(eval_dir)
+        stage_file = run_dir / "stages" / name / "stage.json"
+        records[name] = json.loads(stage_file.read_text(encoding="utf-8")) if stage_file.is_file() else None
+    if BASE not in results:
+        raise SafealignError(f"{run_dir}: the base model has no evaluation results yet; run the pipeline")
+    previous = {}
+    metrics_file = run_dir / "metrics.json"
+    if metrics_file.is_file():
+        previous = json.loads(metrics_file.read_text(encoding="utf-8")).get("provenance", {})
+    provenance = {k: v for k, v in previous.items() if k != "scorer_backends"} or {"model": cfg.model}
+    return write_report(run_dir, cfg.name, results, records, provenance, cfg.report)
