@@ -21,6 +21,7 @@ COMMANDS = (
     "alignment.cli.generate_cmd",
     "alignment.cli.train_cmd",
     "alignment.cli.data_cmd",
+    "alignment.cli.pipeline_cmd",
 )
 
 DESCRIPTION = """\
