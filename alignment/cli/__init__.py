@@ -22,6 +22,7 @@ COMMANDS = (
     "alignment.cli.train_cmd",
     "alignment.cli.data_cmd",
     "alignment.cli.pipeline_cmd",
+    "alignment.cli.reward_cmd",
 )
 
 DESCRIPTION = """\

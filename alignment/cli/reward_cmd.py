@@ -1,0 +1,311 @@
+"""``safealign reward list | score | train-stereotype | bench``: the reward module from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.table import Table
+
+from alignment.cli.console import err, out
+from alignment.errors import SafealignError, where
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from reward.stereotype.train import StereotypeTrainConfig
+
+    parser = subparsers.add_parser(
+        "reward", help="score text with reward functions; train the stereotype classifier"
+    )
+    sub = parser.add_subparsers(dest="reward_command", metavar="ACTION", required=True)
+
+    lst = sub.add_parser("list", help="built-in and plugin reward names, transforms and toxicity scorers")
+    lst.set_defaults(func=list_rewards)
+
+    score = sub.add_parser(
+        "score",
+        help="score texts with a reward (a name, module:function, or a YAML composite)",
+        description="Score texts with a reward. Texts come from --text (repeatable) or --file: a .jsonl with "
+        "one object per line (field --field, optional 'prompt') or a .txt with one text per line.",
+    )
+    score.add_argument(
+        "--reward", default="toxicity", help="reward name, 'pkg.mod:fn' or a YAML spec (default: %(default)s)"
+    )
+    score.add_argument(
+        "--args",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="arguments for the reward, e.g. scorer=profanity",
+    )
+    score.add_argument("--text", action="append", default=[], help="a text to score (repeatable)")
+    score.add_argument("--file", type=Path, help="a .jsonl or .txt file of texts")
+    score.add_argument(
+        "--field", default="text", help="the text field of a .jsonl file (default: %(default)s)"
+    )
+    score.add_argument("--out", type=Path, help="write the scores as JSONL here")
+    score.set_defaults(func=score_texts)
+
+    train = sub.add_parser(
+        "train-stereotype",
+        help="train the stereotype classifier on the train side of the grouped splits",
+        description="Train the stereotype classifier. Precedence: defaults < --config YAML < flags.",
+    )
+    train.add_argument("--config", type=Path, metavar="FILE.yaml", help="YAML whose keys are the flags below")
+    add_dataclass_flags(train, StereotypeTrainConfig)
+    train.set_defaults(func=train_stereotype_cmd)
+
+    bench = sub.add_parser("bench", help="texts/s of each scorer, batched and one-by-one")
+    bench.add_argument(
+        "--scorers", default="jigsaw-bilstm,profanity", help="comma-separated specs (default: %(default)s)"
+    )
+    bench.add_argument("--stereotype-model", type=Path, help="also time a trained stereotype classifier")
+    bench.add_argument("-n", type=int, default=256, help="texts per measurement (default: %(default)s)")
+    bench.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")
+    bench.add_argument("--out", type=Path, help="write the rows as JSON here")
+    bench.set_defaults(func=bench_cmd)
+
+
+# ---- config flags generated from a dataclass ----
+
+
+def _flag_type(tp: Any) -> Any:
+    base = tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        base = next(a for a in typing.get_args(tp) if a is not type(None))
+    if base is bool:
+        return lambda v: {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}[
+            v.lower()
+        ]
+    return base if base in (int, float) else str
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, dataclass_type: type) -> None:
+    """One ``--field`` flag per dataclass field (unset flags stay out of the namespace)."""
+    hints = typing.get_type_hints(dataclass_type)
+    for f in dataclasses.fields(dataclass_type):
+        names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        parser.add_argument(
+            *names,
+            dest=f"cfg_{f.name}",
+            type=_flag_type(hints[f.name]),
+            default=argparse.SUPPRESS,
+            help=f.metadata.get("help"),
+        )
+
+
+def config_from_args(dataclass_type: type, args: argparse.Namespace) -> Any:
+    """Defaults < ``--config`` YAML < flags, validated by :func:`alignment.config.from_dict`."""
+    from alignment.config import from_dict, load_yaml
+
+    values = load_yaml(args.config) if getattr(args, "config", None) else {}
+    flags = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
+    source = f"{args.config} + command line" if getattr(args, "config", None) else "command line"
+    return from_dict(dataclass_type, {**values, **flags}, source)
+
+
+# ---- actions ----
+
+
+def list_rewards(args: argparse.Namespace) -> int:
+    from reward.composite import TRANSFORMS
+    from reward.registry import BUILTINS, ENTRY_POINT_GROUP, entry_points
+
+    table = Table(title="Reward functions (use with --reward or in a YAML spec)")
+    for column in ("name", "kind", "what it returns"):
+        table.add_column(column)
+    for name, builtin in BUILTINS.items():
+        table.add_row(name, "built-in", builtin.help)
+    for name, ep in sorted(entry_points().items()):
+        table.add_row(name, f"plugin ({ENTRY_POINT_GROUP})", ep.value)
+    out.print(table)
+    out.print(
+        f"Transforms: {', '.join(TRANSFORMS)}. Any function: 'package.module:function' or 'file.py:function'."
+    )
+    out.print("Toxicity scorers: auto, jigsaw-bilstm, detoxify:<variant or .ckpt>, hf:<model>, profanity")
+    return 0
+
+
+def _parse_args(pairs: list[str]) -> dict[str, Any]:
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SafealignError(f"--args {pair!r}: expected KEY=VALUE")
+        values[key] = yaml.safe_load(value) if value else ""
+    return values
+
+
+def read_texts(path: Path, field: str) -> tuple[list[str], list[str]]:
+    """(prompts, texts) from a .jsonl (``field`` and optional ``prompt``) or a .txt (one per line)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as exc:
+        raise SafealignError(f"{path}: file not found") from exc
+    except UnicodeDecodeError as exc:
+        raise SafealignError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    if path.suffix.lower() != ".jsonl":
+        texts = [line for line in lines if line.strip()]
+        return [""] * len(texts), texts
+    prompts, texts = [], []
+    for row, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SafealignError(f"{where(path, row)}: invalid JSON ({exc.msg})") from exc
+        if not isinstance(record, dict) or not isinstance(record.get(field), str):
+            raise SafealignError(f"{where(path, row, field)}: missing or not a string")
+        texts.append(record[field])
+        prompts.append(str(record.get("prompt") or ""))
+    return prompts, texts
+
+
+def score_texts(args: argparse.Namespace) -> int:
+    from alignment.io import atomic_write_text
+    from reward.composite import CompositeReward
+    from reward.registry import build_reward
+
+    prompts, texts = [""] * len(args.text), list(args.text)
+    if args.file:
+        more_prompts, more_texts = read_texts(args.file, args.field)
+        prompts, texts = prompts + more_prompts, texts + more_texts
+    if not texts:
+        raise SafealignError("nothing to score: pass --text TEXT or --file FILE")
+    reward_args = _parse_args(args.args)
+    with err.status(f"loading {args.reward} ..."):
+        if reward_args:
+            fn = build_reward({"reward": args.reward, "args": reward_args})
+        else:
+            fn = build_reward(args.reward)
+    with err.status(f"scoring {len(texts)} texts ..."):
+        rewards = fn(prompts, texts)
+    components = fn.last_components if isinstance(fn, CompositeReward) else {}
+    table = Table(title=f"reward: {args.reward}")
+    table.add_column("text", overflow="fold", max_width=60)
+    table.add_column("reward", justify="right")
+    for name in components:
+        table.add_column(name, justify="right")
+    for i, (text, value) in enumerate(zip(texts, rewards, strict=True)):
+        table.add_row(text[:200], f"{value:.4f}", *(f"{components[n][i]:.4f}" for n in components))
+    out.print(table)
+    for line in _backends(fn):
+        out.print(f"[dim]{line}[/]")
+    if args.out:
+        rows = [
+            {"prompt": p, "text": t, "reward": r, **{n: components[n][i] for n in components}}
+            for i, (p, t, r) in enumerate(zip(prompts, texts, rewards, strict=True))
+        ]
+        atomic_write_text(args.out, "".join(json.dumps(row) + "\n" for row in rows))
+        err.print(f"wrote {len(rows)} rows to {args.out}")
+    return 0
+
+
+def _backends(fn: Any) -> list[str]:
+    """One line per component that records where its scores come from (backend, model)."""
+    parts = (
+        fn.describe()["components"]
+        if hasattr(fn, "describe")
+        else [{"name": getattr(fn, "__name__", "reward"), "info": getattr(fn, "info", None)}]
+    )
+    lines = []
+    for part in parts:
+        info = part.get("info")
+        if isinstance(info, dict):
+            details = ", ".join(
+                f"{k}={v}"
+                for k, v in info.items()
+                if k in ("backend", "label", "model", "requested", "reason")
+            )
+            lines.append(f"{part['name']}: {details}")
+    return lines
+
+
+def train_stereotype_cmd(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from reward.stereotype.train import StereotypeTrainConfig, train_stereotype
+
+    config = config_from_args(StereotypeTrainConfig, args)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        console=err,
+    ) as bar:
+        task = bar.add_task(f"training ({config.mode})", total=None)
+
+        def progress(step: int, total: int, loss: float) -> None:
+            bar.update(
+                task, completed=step, total=total, description=f"training ({config.mode}) loss {loss:.3f}"
+            )
+
+        metrics = train_stereotype(config, progress=progress)
+    table = Table(
+        title=f"Stereotype classifier, held-out split ({metrics['split']['test_examples']} sentences)"
+    )
+    for column in ("subset", "n", "accuracy", "macro-F1", "95% CI (groups)", "ROC-AUC", "ECE", "pair acc."):
+        table.add_column(column, justify="right" if column != "subset" else "left")
+
+    def row(name: str, m: dict[str, Any]) -> None:
+        ci = m.get("macro_f1_ci95")
+        table.add_row(
+            name,
+            str(m.get("n", 0)),
+            _fmt(m.get("accuracy")),
+            _fmt(m.get("macro_f1")),
+            f"{ci['low']:.3f}-{ci['high']:.3f}" if ci else "",
+            _fmt(m.get("roc_auc")),
+            _fmt(m.get("ece")),
+            _fmt(m.get("pair_accuracy")),
+        )
+
+    row("all", metrics["overall"])
+    for source, m in metrics["by_source"].items():
+        row(source, m)
+    for name, m in metrics["by_bias_type"].items():
+        row(f"  {name}", m)
+    out.print(table)
+    out.print(f"saved to {config.out_dir} (metrics.json, manifest.json, split.json)")
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else ""
+
+
+def bench_cmd(args: argparse.Namespace) -> int:
+    from alignment.io import atomic_write_json
+    from reward.bench import benchmark
+    from reward.toxicity import load_scorer
+
+    scorers = {}
+    with err.status("loading scorers ..."):
+        for spec in [s.strip() for s in args.scorers.split(",") if s.strip()]:
+            scorer = load_scorer(spec)
+            scorers[scorer.name if scorer.name == spec else f"{spec} ({scorer.name})"] = scorer.score
+        if args.stereotype_model:
+            from reward.stereotype import StereotypeClassifier
+
+            scorers["stereotype-classifier"] = StereotypeClassifier.load(args.stereotype_model).predict_proba
+    with err.status(f"timing {len(scorers)} scorers on {args.n} texts ..."):
+        rows = benchmark(scorers, n=args.n, batch_size=args.batch_size)
+    table = Table(title=f"Scorer throughput ({args.n} texts, batch size {args.batch_size})")
+    for column in ("scorer", "batched texts/s", "one-by-one texts/s", "speed-up"):
+        table.add_column(column, justify="left" if column == "scorer" else "right")
+    for r in rows:
+        table.add_row(
+            r["scorer"], str(r["batched_texts_per_s"]), str(r["single_texts_per_s"]), f"{r['speedup']}x"
+        )
+    out.print(table)
+    if args.out:
+        atomic_write_json(args.out, rows)
+    return 0
