@@ -58,3 +58,23 @@ data-preference: ## preference sets: SR-LLM rewrites, CrowS-Pairs parity (defaul
 
 data-prompts: ## RL prompt pool from RealToxicityPrompts, ToxiGen and BOLD (at most 200 per group)
 	$(DATA_BUILD) prompts --source rtp,toxigen,bold --max-per-group 200 --out $(DATA_OUT)/prompts
+
+# ---- training stages (docs/recipes.md): make sft|dpo MODEL=... [VARIANT=quick|standard] [SFT_DIR=...]
+# Recipe: recipes/$(MODEL)/<stage>-$(VARIANT).yaml, else recipes/$(MODEL)/<stage>.yaml, else recipes/default/.
+# Multi-GPU: ACCEL=ddp|zero2|zero3|fsdp|single_gpu NPROC=8 launches through `accelerate launch`.
+VARIANT ?= quick
+ACCEL ?=
+NPROC ?= 1
+SFT_DIR ?=
+TRAIN_ARGS ?=
+STAGE_RECIPES = $(if $(wildcard recipes/$(MODEL)/.),recipes/$(MODEL),recipes/default)
+stage_recipe = $(firstword $(wildcard $(STAGE_RECIPES)/$(1)-$(VARIANT).yaml) $(STAGE_RECIPES)/$(1).yaml)
+TRAIN := $(if $(ACCEL),$(VENV)/bin/accelerate launch --config_file recipes/accelerate/$(ACCEL).yaml --num_processes $(NPROC) -m alignment,$(PY) -m alignment) train
+
+.PHONY: sft dpo
+
+sft: ## SFT stage: make sft MODEL=smollm2-135m-instruct [VARIANT=standard] [ACCEL=zero3 NPROC=8] [TRAIN_ARGS="--max_steps 50"]
+	$(TRAIN) sft --config $(call stage_recipe,sft) --model $(MODEL) $(TRAIN_ARGS)
+
+dpo: ## DPO stage on MODEL, or on an SFT run: make dpo MODEL=... [SFT_DIR=runs/sft-...] [ACCEL=... NPROC=...]
+	$(TRAIN) dpo --config $(call stage_recipe,dpo) --model $(if $(SFT_DIR),$(SFT_DIR),$(MODEL)) $(TRAIN_ARGS)

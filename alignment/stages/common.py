@@ -198,6 +198,7 @@ MANAGED_TRL_FIELDS = frozenset(
         "eval_strategy",
         "eval_on_start",
         "disable_tqdm",
+        "use_cpu",
         "loss_type",
         "label_smoothing",
         "precompute_ref_log_probs",
@@ -375,6 +376,8 @@ def load_causal_lm(
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, source.path, is_trainable=trainable_adapter)
+        for adapter_config in model.peft_config.values():  # the adapter may name its base by alias
+            adapter_config.base_model_name_or_path = base.path
         if not trainable_adapter:
             model = model.merge_and_unload()
     return model

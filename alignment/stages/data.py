@@ -9,12 +9,13 @@ from typing import Any, Literal
 
 from alignment.errors import SafealignError, where
 
-DatasetKind = Literal["sft", "preference"]
+DatasetKind = Literal["sft", "preference", "prompt"]
 
-# The column sets TRL's trainers accept, per stage, in order of preference.
+# The column sets each kind of stage accepts (TRL's formats; prompt pools for RL), in order of preference.
 ACCEPTED_COLUMNS: dict[str, tuple[tuple[str, ...], ...]] = {
     "sft": (("prompt", "completion"), ("messages",), ("text",)),
     "preference": (("prompt", "chosen", "rejected"), ("chosen", "rejected")),
+    "prompt": (("prompt",),),
 }
 
 
@@ -28,12 +29,14 @@ class StageData:
 
 
 def _load_dataset_dict(path: Path) -> Any:
-    try:
-        from data_builders import load_built
-    except ImportError:  # data_builders without load_built: read the same on-disk layout directly
-        load_built = None
-    if load_built is not None:
-        return load_built(path)
+    """A data build (checked by the data builders' loader) or any ``save_to_disk`` dataset directory."""
+    if (path / "provenance.json").is_file():
+        try:
+            from data_builders import load_built
+        except ImportError:
+            load_built = None
+        if load_built is not None:
+            return load_built(path)
     from datasets import DatasetDict, load_from_disk
 
     try:
@@ -133,20 +136,31 @@ def parse_builder_spec(spec: str) -> tuple[str, dict[str, str]]:
     return kind, options
 
 
-def build_from_spec(spec: str, target: Path, seed: int) -> Path:
-    """Build a dataset from a builder spec into ``target`` (kept and reused on resume)."""
-    if target.is_dir() and (target / "dataset_dict.json").is_file():
-        return target
+def build_from_spec(spec: str, target: Path) -> Path:
+    """Build a dataset from a builder spec into ``target`` with the data builders.
+
+    The options are ``safealign data build`` keys (``source``, ``strategy``, ``limit``, ...). An output
+    that is already up to date (same sources and options) is reused, so a resumed stage trains on the
+    same rows.
+    """
+    import yaml
+
+    from alignment.config import from_dict
+
     kind, options = parse_builder_spec(spec)
     try:
-        from data_builders.builders import build_dataset
+        from data_builders.builders import BuildConfig, run_build
     except ImportError as exc:
         raise SafealignError(
             f"dataset spec {spec!r}: the data builders are not available in this install; build the dataset "
             "with `safealign data build` and pass its directory as `dataset`"
         ) from exc
-    options.setdefault("seed", str(seed))
-    build_dataset(kind, out=target, **options)
+    values = {key: yaml.safe_load(value) if value else None for key, value in options.items()}
+    for reserved in ("kind", "out"):
+        if reserved in values:
+            raise SafealignError(f"dataset spec {spec!r}: {reserved!r} is set by the stage, leave it out")
+    config = from_dict(BuildConfig, {**values, "kind": kind, "out": str(target)}, f"dataset spec {spec!r}")
+    run_build(config)
     return target
 
 
@@ -171,7 +185,7 @@ def load_stage_data(
     if spec.startswith("builder:"):
         if build_dir is None:
             raise SafealignError(f"dataset spec {spec!r} needs a run directory to build into")
-        path = build_from_spec(spec, build_dir, seed)
+        path = build_from_spec(spec, build_dir)
     else:
         path = Path(spec).expanduser()
         if not path.exists():

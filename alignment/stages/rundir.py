@@ -45,6 +45,7 @@ class Decision:
     action: str  # "skip" | "resume" | "start"
     checkpoint: Path | None = None
     note: str | None = None
+    clear: bool = False  # remove the previous outputs once the new run's input has been checked
 
 
 def _diff_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -74,13 +75,25 @@ class StageDir:
         atomic_write_json(self.stage_file, record)
 
     def decide(
-        self, stage: str, config_hash: str, hashed: dict[str, Any], *, resume: bool, force: bool
+        self,
+        stage: str,
+        config_hash: str,
+        hashed: dict[str, Any],
+        *,
+        resume: bool,
+        force: bool,
+        defer_clear: bool = False,
     ) -> Decision:
-        """Apply the rules: a finished stage is kept unless ``force``; an interrupted one needs ``resume``."""
+        """Apply the rules: a finished stage is kept unless ``force``; an interrupted one needs ``resume``.
+
+        With ``force`` the previous outputs are removed now, or, with ``defer_clear``, left for the
+        caller to remove (``Decision.clear``) once the new run's input has been checked.
+        """
         record = self.read()
         if force:
-            self.clear()
-            return Decision("start", note="--force: previous outputs removed")
+            if not defer_clear:
+                self.clear()
+            return Decision("start", note="--force: previous outputs removed", clear=defer_clear)
         if record is not None and record.get("stage") not in (None, stage):
             raise SafealignError(
                 f"{self.root} holds a {record.get('stage')!r} stage, not {stage!r}: choose another output_dir"
@@ -119,7 +132,11 @@ class StageDir:
         return dropped
 
     def clear(self) -> None:
-        """Remove a previous stage's outputs (checkpoints, model, built dataset, stage.json)."""
-        for path in (self.checkpoints, self.model, self.dataset):
+        """Remove a previous stage's outputs (checkpoints, model, stage.json).
+
+        A dataset built from a builder spec stays: the builder rebuilds it only when its sources or
+        options changed.
+        """
+        for path in (self.checkpoints, self.model):
             shutil.rmtree(path, ignore_errors=True)
         self.stage_file.unlink(missing_ok=True)

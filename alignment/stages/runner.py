@@ -109,6 +109,7 @@ def common_settings(
         "fp16": precision.fp16,
         "activation_checkpointing": cfg.gradient_checkpointing,
         "dataloader_pin_memory": precision.device == "cuda",
+        "use_cpu": precision.device == "cpu",  # also makes torchrun workers on a CPU machine one gloo group
         "logging_steps": cfg.logging_steps,
         "logging_first_step": True,
         "save_strategy": "steps",
@@ -238,44 +239,107 @@ def _broadcast(make: Callable[[], Any], state: Any) -> Any:
     return payload[0]
 
 
-def run_stage(spec: StageSpec, cfg: StageConfig, out_dir: str | Path | None = None) -> Path:
-    """Train one stage into ``out_dir`` and return the saved model directory (``out_dir/model``)."""
+def check_rows_kept(prepared: Any, data: StageData, max_length: int) -> int:
+    """TRL drops rows whose prompt alone fills ``max_length``; stop clearly when none are left."""
+    kept = len(prepared)
+    if kept == 0:
+        raise SafealignError(
+            f"{data.info['path']}: all {data.info['train_rows']} training rows lose their whole completion "
+            f"at max_length={max_length} (the prompt alone is that long): raise max_length"
+        )
+    if kept < data.info["train_rows"]:
+        from alignment.cli.console import err
+
+        err.print(
+            f"[yellow]warning[/]: {data.info['train_rows'] - kept} of {data.info['train_rows']} training "
+            f"rows dropped: their prompt alone fills max_length={max_length}"
+        )
+    return kept
+
+
+def _quiet_libraries() -> None:
+    """The stage draws its own progress bar; silence the libraries' bars and one unactionable warning."""
     import datasets
-    from accelerate import PartialState
+    from transformers.utils import logging as hf_logging
 
-    from alignment.runs import finish_run, start_run
-
-    datasets.disable_progress_bars()  # the stage draws its own progress bar
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
     # TRL 1.16 calls a transformers method that transformers 5.23 deprecates; nothing a user can act on
     warnings.filterwarnings(
         "ignore", message=r".*is_gradient_checkpointing.*deprecated", category=FutureWarning
     )
-    state = PartialState()
+
+
+def run_stage(spec: StageSpec, cfg: StageConfig, out_dir: str | Path | None = None) -> Path:
+    """Train one stage into ``out_dir`` and return the saved model directory (``out_dir/model``).
+
+    Everything that can reject the input (model, dataset, settings) is checked before anything is
+    written to the run directory, so bad input leaves no partial output and a previous one intact.
+    """
+    from accelerate import PartialState
+
+    from alignment.cli.console import err
+
+    _quiet_libraries()
+    precision = choose_precision(cfg.precision, cfg.adapter)
+    # The same process-group view the trainer will take (on CPU, torchrun workers form a gloo group).
+    state = PartialState(cpu=precision.device == "cpu")
     is_main = state.is_main_process
     sd = StageDir(Path(out_dir) if out_dir is not None else default_output_dir(spec.name, cfg))
     chash = config_hash(cfg)
-    hashed = cfg.hashed_items()
     decision = _broadcast(
-        lambda: sd.decide(spec.name, chash, hashed, resume=cfg.resume, force=cfg.force), state
+        lambda: sd.decide(
+            spec.name, chash, cfg.hashed_items(), resume=cfg.resume, force=cfg.force, defer_clear=True
+        ),
+        state,
     )
-    from alignment.cli.console import err
-
     if decision.action == "skip":
         if is_main:
             err.print(f"[green]{decision.note}[/]")
         return sd.model
+    source = resolve_input_model(cfg.model)
+    loaded: dict[str, StageData] = {}
+
+    def load_on_main() -> bool:
+        loaded["data"] = _load_data(spec, cfg, sd)
+        return True
+
+    _broadcast(load_on_main, state)  # the main process builds a spec'd dataset; the others then read it
+    data = loaded["data"] if is_main else _load_data(spec, cfg, sd)
+    ours = common_settings(cfg, precision, sd, data.eval is not None, decision.action == "start")
+    ours.update(spec.settings(cfg, data))
+    args = build_training_args(spec.config_cls(), ours, cfg.trl_args)
     if is_main and decision.note:
         err.print(f"[dim]{decision.note}[/]")
-    precision = choose_precision(cfg.precision, cfg.adapter)
-    source = resolve_input_model(cfg.model)
+    model_dir = _train(spec, cfg, sd, decision, precision, source, data, args, is_main)
+    if is_main:
+        err.print(f"[green]{spec.name} finished[/]: model in {model_dir}")
+    return model_dir
+
+
+def _train(
+    spec: StageSpec,
+    cfg: StageConfig,
+    sd: StageDir,
+    decision: Any,
+    precision: Precision,
+    source: Any,
+    data: StageData,
+    args: Any,
+    is_main: bool,
+) -> Path:
+    """Load, train, evaluate and save, keeping ``stage.json`` and the run manifest up to date."""
+    import torch
+
+    from alignment.runs import finish_run, start_run
 
     previous = (sd.read() or {}) if decision.action == "resume" else {}
     record: dict[str, Any] = {
         "stage": spec.name,
         "status": "running",
         "config": cfg.to_dict(),
-        "config_hash": chash,
-        "config_hashed": hashed,
+        "config_hash": config_hash(cfg),
+        "config_hashed": cfg.hashed_items(),
         "input_model": {
             "spec": cfg.model,
             "kind": source.kind,
@@ -292,15 +356,12 @@ def run_stage(spec: StageSpec, cfg: StageConfig, out_dir: str | Path | None = No
             "load_dtype": precision.load_dtype,
             "quantized_4bit": precision.quantize_4bit,
         },
+        "dataset": data.info,
+        **(spec.describe(cfg, data) if spec.describe is not None else {}),
         "started_at": previous.get("started_at") or _now(),
         "segments": previous.get("segments", []),
         "last_checkpoint_step": previous.get("last_checkpoint_step"),
     }
-    run = None
-    if is_main:
-        sd.root.mkdir(parents=True, exist_ok=True)
-        sd.write(record)
-        run = start_run(sd.root.name, command=sys.argv, config=cfg, seed=cfg.seed, root=sd.root.parent)
 
     def save_record(**fields: Any) -> None:
         record.update(fields)
@@ -309,59 +370,57 @@ def run_stage(spec: StageSpec, cfg: StageConfig, out_dir: str | Path | None = No
 
     t0 = time.monotonic()
     previous_segments = list(record["segments"])
-    segment: dict[str, Any] = {"started_at": _now(), "from_step": 0}
+    start_step = int(decision.checkpoint.name.split("-")[-1]) if decision.checkpoint else 0
+    segment: dict[str, Any] = {"started_at": _now(), "from_step": start_step}
+
+    def on_checkpoint(step: int) -> None:  # a later resume counts the time up to this checkpoint
+        elapsed = dict(segment, to_step=step, wall_time_s=round(time.monotonic() - t0, 3))
+        save_record(last_checkpoint_step=step, segments=previous_segments + [elapsed])
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    recorder = StepRecorder(on_checkpoint=on_checkpoint)
+    had_checkpoints = sd.checkpoints.exists()
     try:
-        loaded: dict[str, StageData] = {}
-
-        def load_on_main() -> bool:
-            loaded["data"] = _load_data(spec, cfg, sd)
-            return True
-
-        _broadcast(load_on_main, state)  # the main process builds a spec'd dataset; the others then read it
-        data = loaded["data"] if is_main else _load_data(spec, cfg, sd)
-        save_record(dataset=data.info)
-        ours = common_settings(cfg, precision, sd, data.eval is not None, decision.action == "start")
-        ours.update(spec.settings(cfg, data))
-        args = build_training_args(spec.config_cls(), ours, cfg.trl_args)
-        if spec.describe is not None:
-            save_record(**spec.describe(cfg, data))
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
         model, tokenizer, peft_config = load_stage_model(cfg, source, precision)
-
-        def on_checkpoint(step: int) -> None:  # a later resume counts the time up to this checkpoint
-            elapsed = dict(segment, to_step=step, wall_time_s=round(time.monotonic() - t0, 3))
-            save_record(last_checkpoint_step=step, segments=previous_segments + [elapsed])
-
-        recorder = StepRecorder(on_checkpoint=on_checkpoint)
         callbacks = [RichProgress(f"{spec.name} {sd.root.name}"), recorder]
         ctx = StageContext(cfg, args, model, tokenizer, peft_config, data, source, precision, callbacks)
         trainer = spec.make_trainer(ctx)
-        from transformers import PrinterCallback, ProgressCallback
+        record["dataset"]["train_rows_used"] = check_rows_kept(trainer.train_dataset, data, cfg.max_length)
+    except BaseException:
+        if not had_checkpoints and sd.checkpoints.is_dir() and not any(sd.checkpoints.iterdir()):
+            sd.checkpoints.rmdir()  # the trainer creates its output folder up front
+        raise
+    from transformers import PrinterCallback, ProgressCallback
 
-        trainer.remove_callback(PrinterCallback)
-        trainer.remove_callback(ProgressCallback)
-        segment["from_step"] = int(decision.checkpoint.name.split("-")[-1]) if decision.checkpoint else 0
-        train_output = trainer.train(
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+
+    # The input checks out: only now does the run directory change.
+    run = None
+    if is_main:
+        if decision.clear:
+            sd.clear()
+        sd.root.mkdir(parents=True, exist_ok=True)
+        sd.write(record)
+        run = start_run(sd.root.name, command=sys.argv, config=cfg, seed=cfg.seed, root=sd.root.parent)
+    trainer.accelerator.wait_for_everyone()
+    try:
+        output = trainer.train(
             resume_from_checkpoint=str(decision.checkpoint) if decision.checkpoint else None
         )
-        metrics = {
-            "train_loss_segment": train_output.training_loss,
-            "global_step": trainer.state.global_step,
-            "max_steps": trainer.state.max_steps,
-        }
+        state = trainer.state
+        metrics = {"train_loss_segment": output.training_loss}
         if data.eval is not None:
             metrics.update(trainer.evaluate())
         model_record = save_final_model(trainer, ctx, sd, is_main)
-        history = trainer.state.log_history
-        curve = curves(history)
+        curve = curves(state.log_history)
         if curve["train"]:
-            metrics["first_logged_loss"] = curve["train"][0]["loss"]
-            metrics["last_logged_loss"] = curve["train"][-1]["loss"]
+            metrics.update(
+                first_logged_loss=curve["train"][0]["loss"], last_logged_loss=curve["train"][-1]["loss"]
+            )
         segment.update(
-            ended_at=_now(), to_step=trainer.state.global_step, wall_time_s=round(time.monotonic() - t0, 3)
+            ended_at=_now(), to_step=state.global_step, wall_time_s=round(time.monotonic() - t0, 3)
         )
         segments = previous_segments + [segment]
         save_record(
@@ -371,9 +430,9 @@ def run_stage(spec: StageSpec, cfg: StageConfig, out_dir: str | Path | None = No
             curves=curve,
             model=model_record,
             steps={
-                "global_step": trainer.state.global_step,
-                "max_steps": trainer.state.max_steps,
-                "resumed_from_step": segment["from_step"] or None,
+                "global_step": state.global_step,
+                "max_steps": state.max_steps,
+                "resumed_from_step": start_step or None,
             },
             segments=segments,
             wall_time_s=round(sum(s.get("wall_time_s", 0.0) for s in segments), 3),
@@ -394,8 +453,6 @@ def run_stage(spec: StageSpec, cfg: StageConfig, out_dir: str | Path | None = No
         if run is not None:
             finish_run(run, status, error=f"{type(exc).__name__}: {exc}")
         raise
-    if is_main:
-        err.print(f"[green]{spec.name} finished[/]: model in {sd.model}")
     return sd.model
 
 
