@@ -23,6 +23,7 @@ COMMANDS = (
     "alignment.cli.data_cmd",
     "alignment.cli.pipeline_cmd",
     "alignment.cli.reward_cmd",
+    "alignment.cli.eval_cmd",
 )
 
 DESCRIPTION = """\

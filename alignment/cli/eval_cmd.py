@@ -1,0 +1,184 @@
+"""``safealign eval``: bias and knowledge-retention suites on one model, a rich table and results.json."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from rich.table import Table
+
+from alignment.cli.console import err, out
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a model on bias and knowledge-retention suites",
+        description="Run evaluation suites on a model and write results.json (see docs/metrics.md). "
+        "Without --suites, the preset's suites run; those missing a prerequisite (a base model, a trained "
+        "stereotype classifier) are skipped with the reason recorded.",
+    )
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="model spec (default: %(default)s)")
+    parser.add_argument(
+        "--suites", default=None, help="comma-separated suites, or 'all' (default: the preset's)"
+    )
+    parser.add_argument(
+        "--preset", default="quick", help="quick, standard, full, or a preset YAML (default: quick)"
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="at most N items per suite (overrides the preset)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="subsampling, generation and bootstrap seed (default: 0)"
+    )
+    parser.add_argument(
+        "--split",
+        choices=("heldout", "all"),
+        default="heldout",
+        help="score only the held-out part of data builders train on (default), or all of it",
+    )
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.2, help="held-out fraction of the split rule"
+    )
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the split rule (default: 0)")
+    parser.add_argument("--base-model", default=None, help="base model spec for kl_to_base")
+    parser.add_argument(
+        "--toxicity-scorer", default="auto", help="reward.toxicity scorer spec (default: auto)"
+    )
+    parser.add_argument(
+        "--stereotype-classifier",
+        default=None,
+        help="folder of a trained stereotype classifier (default: the reward module's default)",
+    )
+    parser.add_argument("--out", default=None, help="output folder (default: runs/eval-<model>-<preset>)")
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="most sequences per forward pass (default: 64)"
+    )
+    parser.add_argument(
+        "--max-batch-tokens", type=int, default=4096, help="most padded tokens per forward pass"
+    )
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: best available)")
+    parser.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: by device)")
+    parser.add_argument(
+        "--no-samples", action="store_true", help="do not write per-item samples/<suite>.jsonl"
+    )
+    parser.add_argument("--list", action="store_true", help="list suites and presets, then exit")
+    parser.set_defaults(func=run)
+
+
+def _default_out(model: str, preset: str) -> Path:
+    from alignment.paths import runs_dir
+
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model).name or model).strip("-.") or "model"
+    return runs_dir() / f"eval-{slug}-{Path(preset).stem}"
+
+
+def list_suites() -> int:
+    from alignment.evaluation.presets import builtin_presets
+    from alignment.evaluation.registry import load_suites
+
+    table = Table(title="Evaluation suites (safealign eval --suites ...)")
+    for column in ("suite", "kind", "metrics (headline in bold)", "needs", "split"):
+        table.add_column(column)
+    for spec in load_suites().values():
+        metrics = ", ".join(f"[bold]{m}[/]" if info.headline else m for m, info in spec.metrics.items())
+        split = "held-out part" if spec.training_source else "all"
+        table.add_row(spec.name, spec.kind, metrics, ", ".join(spec.requires) or "-", split)
+    out.print(table)
+    presets = Table(title="Presets (--preset)")
+    presets.add_column("preset")
+    presets.add_column("description")
+    for preset in builtin_presets().values():
+        presets.add_row(preset.name, preset.description)
+    out.print(presets)
+    return 0
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    text = f"{value:.2f}" if abs(value) < 1000 else f"{value:.0f}"
+    return text + ("%" if unit == "%" else "")
+
+
+def results_table(results: dict) -> Table:
+    """The overall rows of every suite: value, 95% CI, n, ideal and split."""
+    table = Table(title=f"{results['model']['spec']} - preset {results['preset']}, seed {results['seed']}")
+    for column in ("suite", "metric", "value", "95% CI", "n", "ideal", "split"):
+        table.add_column(column, justify="right" if column in ("value", "95% CI", "n", "ideal") else "left")
+    for row in results["metrics"]:
+        if row["group"] is not None:
+            continue
+        ci = "" if row["ci95"] is None else f"[{_fmt(row['ci95'][0])}, {_fmt(row['ci95'][1])}]"
+        ideal = "" if row["ideal"] is None else _fmt(row["ideal"])
+        metric = f"[bold]{row['metric']}[/]" if row["headline"] else row["metric"]
+        table.add_row(
+            row["suite"],
+            metric,
+            _fmt(row["value"], row.get("unit", "")),
+            ci,
+            str(row["n"]),
+            ideal,
+            row["split"],
+        )
+    for name, entry in results["suites"].items():
+        if entry["status"] == "skipped":
+            table.add_row(name, "[yellow]skipped[/]", "", "", "", "", entry["reason"])
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        return list_suites()
+    from alignment.evaluation.runner import execute, plan_evaluation
+    from alignment.runs import run_context
+
+    # Everything checkable (preset, suites, data files, prerequisites, model spec) fails here, before
+    # any folder is created.
+    plan = plan_evaluation(
+        args.model,
+        suites=args.suites,
+        preset=args.preset,
+        limit=args.limit,
+        seed=args.seed,
+        base_model=args.base_model,
+        split=args.split,
+        test_fraction=args.test_fraction,
+        split_seed=args.split_seed,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        max_batch_tokens=args.max_batch_tokens,
+        toxicity_scorer=args.toxicity_scorer,
+        stereotype_classifier=args.stereotype_classifier,
+    )
+    out_dir = Path(args.out) if args.out else _default_out(args.model, args.preset)
+    config = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    with run_context(
+        out_dir.name,
+        command=["safealign", "eval", *vars_to_argv(args)],
+        config=config,
+        seed=args.seed,
+        root=out_dir.parent,
+    ) as run_:
+        results = execute(plan, out_dir=out_dir, write_samples=not args.no_samples, progress=True)
+        run_.update(
+            results_file="results.json",
+            suites={n: e["status"] for n, e in results["suites"].items()},
+            timings=results["timings"],
+        )
+    out.print(results_table(results))
+    err.print(f"[dim]results: {out_dir / 'results.json'} (total {results['timings']['total_s']:.1f}s)[/]")
+    return 0
+
+
+def vars_to_argv(args: argparse.Namespace) -> list[str]:
+    """The options this command ran with, as flags (for the run manifest)."""
+    argv = []
+    for key, value in vars(args).items():
+        if key in ("func", "command", "list") or value in (None, False):
+            continue
+        flag = "--" + key.replace("_", "-")
+        argv.extend([flag] if value is True else [flag, str(value)])
+    return argv

@@ -1,0 +1,197 @@
+"""What a suite gets to work with: the model, the engine, data access, splitting, sampling, statistics and
+the shared scorers (loaded once per evaluation)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from alignment.errors import SafealignError
+from alignment.evaluation.engine import LoglikEngine
+from alignment.evaluation.generate import sample_continuations
+from alignment.evaluation.registry import SuiteSpec
+from alignment.evaluation.stats import DEFAULT_RESAMPLES, Estimate, mean_ci, statistic_ci
+from alignment.evaluation.subsample import subsample
+
+T = TypeVar("T")
+SPLIT_MODES = ("heldout", "all")
+
+
+@dataclass
+class Services:
+    """Scorers and the base model, loaded on first use and shared by every suite of one evaluation."""
+
+    device: str | None = None
+    dtype: str | None = None
+    base_spec: str | None = None
+    toxicity_spec: str = "auto"
+    stereotype_path: str | None = None
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    def toxicity(self) -> Any:
+        """The toxicity scorer (``reward.toxicity.load_scorer``)."""
+        if "toxicity" not in self._cache:
+            from reward.toxicity import load_scorer
+
+            self._cache["toxicity"] = load_scorer(self.toxicity_spec, device=self.device)
+        return self._cache["toxicity"]
+
+    def stereotype_classifier(self) -> Any:
+        """The learned stereotype classifier (``reward.stereotype``)."""
+        if "stereotype" not in self._cache:
+            self._cache["stereotype"] = load_stereotype_classifier(self.stereotype_path, self.device)
+        return self._cache["stereotype"]
+
+    def base_model(self) -> tuple[Any, Any]:
+        """``(model, tokenizer)`` of the base model for ``kl_to_base``."""
+        if not self.base_spec:
+            raise SafealignError("this suite compares with a base model: pass --base-model SPEC")
+        if "base" not in self._cache:
+            from alignment.models import load_model
+
+            self._cache["base"] = load_model(self.base_spec, device=self.device, dtype=self.dtype)
+        return self._cache["base"]
+
+
+def load_stereotype_classifier(path: str | None, device: str | None = None) -> Any:
+    """Load the stereotype classifier from ``path`` (default: the reward module's default folder)."""
+    from reward.stereotype import StereotypeClassifier, default_model_dir
+
+    return StereotypeClassifier.load(path or default_model_dir(), device=device)
+
+
+def stereotype_classifier_path(path: str | None) -> Path:
+    """Where the classifier is expected (for checks before the model loads)."""
+    from reward.stereotype import default_model_dir
+
+    return Path(path) if path else default_model_dir()
+
+
+@dataclass
+class SuiteContext:
+    """Everything one suite run needs; suites record what they used into ``data_files`` and ``backends``."""
+
+    spec: SuiteSpec
+    model: Any
+    tokenizer: Any
+    engine: LoglikEngine
+    services: Services
+    seed: int = 0
+    limit: int | None = None
+    split_mode: str = "heldout"
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    resamples: int = DEFAULT_RESAMPLES
+    options: dict[str, Any] = field(default_factory=dict)
+    generation_batch_size: int = 32
+    progress: Callable[[str, int], Callable[[int], None]] | None = None
+    data_files: dict[str, str] = field(default_factory=dict)
+    backends: dict[str, Any] = field(default_factory=dict)
+    split_used: str = "all"
+    n_available: int | None = None
+
+    # -- data ---------------------------------------------------------------------------------------
+
+    def data_file(self, relative: str) -> Path:
+        """Resolve a data file (``SAFEALIGN_DATA_DIR`` or a checked download) and record its sha256."""
+        from alignment.io import sha256_file
+        from data_builders.sources import resolve_data_file
+
+        path = Path(resolve_data_file(relative))
+        if relative not in self.data_files:
+            self.data_files[relative] = sha256_file(path)
+        return path
+
+    def record_file(self, relative: str, path: Path) -> None:
+        """Record a data file read by a loader we do not control (its sha256 goes into the results)."""
+        from alignment.io import sha256_file
+
+        if path.is_file() and relative not in self.data_files:
+            self.data_files[relative] = sha256_file(path)
+
+    def select(
+        self,
+        items: Sequence[T],
+        *,
+        key: Callable[[T], str],
+        strata: Callable[[T], str] | None = None,
+        split_key: Callable[[T], str] | None = None,
+    ) -> list[T]:
+        """The held-out part (when this suite's data is a training source and the mode is ``heldout``),
+        then a deterministic, stratified subsample of at most ``limit`` items."""
+        items = list(items)
+        if self.spec.training_source and self.split_mode == "heldout":
+            from data_builders.splits import assign_split
+
+            group = split_key or key
+            items = [
+                it for it in items if assign_split(group(it), self.test_fraction, self.split_seed) == "test"
+            ]
+            self.split_used = "test"
+        else:
+            self.split_used = "all"
+        self.n_available = len(items)
+        if not items:
+            raise SafealignError(f"suite {self.spec.name}: no items left after the {self.split_used!r} split")
+        return subsample(items, self.limit, key=key, strata=strata, seed=self.seed)
+
+    # -- models -------------------------------------------------------------------------------------
+
+    def tracker(self, description: str, total: int) -> Callable[[int], None] | None:
+        return self.progress(f"{self.spec.name}: {description}", total) if self.progress else None
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]], description: str = "scoring") -> list:
+        """Score ``(context, continuation)`` requests with the engine, with a progress bar."""
+        self.engine.progress = self.tracker(description, len(set(requests)))
+        try:
+            return self.engine.loglikelihood(requests)
+        finally:
+            self.engine.progress = None
+
+    def generate(
+        self,
+        prompts: list[str],
+        *,
+        num_samples: int = 1,
+        max_new_tokens: int = 20,
+        temperature: float = 1.0,
+        top_p: float = 0.9,
+        description: str = "generating",
+    ) -> list[list[str]]:
+        """Seeded continuations of raw-text prompts (see :mod:`alignment.evaluation.generate`)."""
+        self.backends["generation"] = {
+            "num_samples": num_samples,
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "top_p": top_p if temperature > 0 else None,
+            "seed": self.seed,
+            "batch_size": self.generation_batch_size,
+        }
+        return sample_continuations(
+            self.model,
+            self.tokenizer,
+            prompts,
+            num_samples=num_samples,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=self.seed,
+            batch_size=self.generation_batch_size,
+            progress=self.tracker(description, len(prompts)),
+        )
+
+    # -- statistics ---------------------------------------------------------------------------------
+
+    def mean(self, values: Sequence[float], scale: float = 1.0) -> Estimate:
+        """Mean with a bootstrap CI (``scale=100`` reports a fraction as a percentage)."""
+        return mean_ci(values, seed=self.seed, resamples=self.resamples).scaled(scale)
+
+    def statistic(
+        self, fn: Callable[[np.ndarray], float], n: int, clusters: Sequence[Any] | None = None
+    ) -> Estimate:
+        """Any statistic of unit indices, with a (cluster) bootstrap CI."""
+        return statistic_ci(fn, n, clusters=clusters, seed=self.seed, resamples=self.resamples)

@@ -1,0 +1,350 @@
+"""``evaluate()``: load a model once, run the chosen suites, and return (and optionally write) the results."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from alignment.errors import SafealignError
+from alignment.evaluation.context import SPLIT_MODES, Services, SuiteContext, stereotype_classifier_path
+from alignment.evaluation.engine import LoglikEngine
+from alignment.evaluation.presets import Preset, load_preset
+from alignment.evaluation.registry import SuiteSpec, load_suites, parse_suite_list
+from alignment.evaluation.results import RESULTS_FILE, SCHEMA, SCHEMA_VERSION, check_results
+
+
+def _skip_reason(spec: SuiteSpec, services: Services) -> str | None:
+    """Why a suite cannot run here (a missing prerequisite), or None."""
+    if "base_model" in spec.requires and not services.base_spec:
+        return "needs a base model: pass --base-model SPEC"
+    if "stereotype_classifier" in spec.requires:
+        try:
+            path = stereotype_classifier_path(services.stereotype_path)
+        except ImportError:
+            return "the stereotype classifier module (reward.stereotype) is not available"
+        if not path.exists():
+            return (
+                f"no trained stereotype classifier at {path}: train one with "
+                "`safealign reward train-stereotype` or pass --stereotype-classifier PATH"
+            )
+    return None
+
+
+def _check_data(spec: SuiteSpec) -> None:
+    from data_builders.sources import resolve_data_file
+
+    for relative in spec.data:
+        resolve_data_file(relative)
+
+
+@contextmanager
+def _progress_bars(enabled: bool) -> Iterator[Callable[[str, int], Callable[[int], None]] | None]:
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from alignment.cli.console import err
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bars:
+
+        def tracker(description: str, total: int) -> Callable[[int], None]:
+            task = bars.add_task(description, total=total)
+            return lambda n: bars.advance(task, n)
+
+        yield tracker
+
+
+def _model_info(spec: str) -> dict[str, Any]:
+    from alignment.models import resolve_model
+
+    source = resolve_model(spec)
+    info = {"spec": spec, "kind": source.kind, "path": source.path}
+    if source.base is not None:
+        info["base"] = {"spec": source.base.spec, "path": source.base.path}
+    return info
+
+
+@dataclass
+class Plan:
+    """A validated evaluation: which suites run, which are skipped and why, with every setting."""
+
+    model_spec: str
+    preset: Preset
+    names: list[str]
+    skipped: dict[str, str]
+    services: Services
+    limit: int | None = None
+    seed: int = 0
+    split: str = "heldout"
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    batch_size: int = 64
+    max_batch_tokens: int = 4096
+    padding_side: str = "right"
+
+    @property
+    def to_run(self) -> list[str]:
+        return [n for n in self.names if n not in self.skipped]
+
+
+def plan_evaluation(
+    model_spec: str,
+    suites: str | Sequence[str] | None = None,
+    preset: str = "quick",
+    limit: int | None = None,
+    seed: int = 0,
+    base_model: str | None = None,
+    *,
+    split: str = "heldout",
+    test_fraction: float = 0.2,
+    split_seed: int = 0,
+    device: str | None = None,
+    dtype: str | None = None,
+    batch_size: int = 64,
+    max_batch_tokens: int = 4096,
+    padding_side: str = "right",
+    toxicity_scorer: str = "auto",
+    stereotype_classifier: str | None = None,
+    check_model: bool = True,
+) -> Plan:
+    """Validate everything that can be checked before a model loads (preset, suites, options, data files,
+    prerequisites, the model spec): problems surface as one clear error before any work or output."""
+    from alignment.models import resolve_model
+
+    chosen = load_preset(preset)
+    explicit = suites is not None
+    names = parse_suite_list(suites) if explicit else list(chosen.suites)
+    if split not in SPLIT_MODES:
+        raise SafealignError(f"split must be one of {', '.join(SPLIT_MODES)}, got {split!r}")
+    if limit is not None and limit < 1:
+        raise SafealignError(f"--limit must be a positive number of items, got {limit}")
+    if not 0.0 < test_fraction < 1.0:
+        raise SafealignError(f"--test-fraction must be in (0, 1), got {test_fraction}")
+    if batch_size < 1 or max_batch_tokens < 1:
+        raise SafealignError("--batch-size and --max-batch-tokens must be positive")
+    services = Services(
+        device=device,
+        dtype=dtype,
+        base_spec=base_model,
+        toxicity_spec=toxicity_scorer,
+        stereotype_path=stereotype_classifier,
+    )
+    specs = load_suites()
+    skipped: dict[str, str] = {}
+    for name in names:
+        reason = _skip_reason(specs[name], services)
+        if reason and explicit:
+            raise SafealignError(f"suite {name}: {reason}")
+        if reason:
+            skipped[name] = reason
+        else:
+            _check_data(specs[name])
+    if check_model:
+        resolve_model(model_spec)
+        if base_model and "kl_to_base" in names and "kl_to_base" not in skipped:
+            resolve_model(base_model)
+    return Plan(
+        model_spec=model_spec,
+        preset=chosen,
+        names=names,
+        skipped=skipped,
+        services=services,
+        limit=limit,
+        seed=seed,
+        split=split,
+        test_fraction=test_fraction,
+        split_seed=split_seed,
+        batch_size=batch_size,
+        max_batch_tokens=max_batch_tokens,
+        padding_side=padding_side,
+    )
+
+
+def evaluate(
+    model_spec: str,
+    suites: str | Sequence[str] | None = None,
+    preset: str = "quick",
+    limit: int | None = None,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    base_model: str | None = None,
+    *,
+    write_samples: bool = True,
+    progress: bool = False,
+    loaded: tuple[Any, Any] | None = None,
+    **settings: Any,
+) -> dict[str, Any]:
+    """Evaluate ``model_spec`` on ``suites`` (default: the preset's) and return the results dict.
+
+    ``limit`` caps every suite's items (instead of the preset's limits). ``split="heldout"`` (a
+    setting, like ``device``, ``dtype``, ``batch_size``, ``toxicity_scorer``; see
+    :func:`plan_evaluation`) scores only the held-out part of data that builders train on
+    (``data_builders.splits.assign_split`` with ``test_fraction`` and ``split_seed``); ``"all"`` scores
+    everything. With ``out_dir``, writes ``results.json`` (and ``samples/<suite>.jsonl``) there,
+    atomically and only when every suite ran. ``loaded`` passes an already loaded ``(model, tokenizer)``.
+    Suites named explicitly must run (a missing prerequisite is an error); suites that come from the
+    preset are skipped, with the reason recorded, when a prerequisite (base model, classifier) is missing.
+    """
+    plan = plan_evaluation(
+        model_spec, suites, preset, limit, seed, base_model, check_model=loaded is None, **settings
+    )
+    return execute(plan, out_dir=out_dir, write_samples=write_samples, progress=progress, loaded=loaded)
+
+
+def execute(
+    plan: Plan,
+    out_dir: str | Path | None = None,
+    *,
+    write_samples: bool = True,
+    progress: bool = False,
+    loaded: tuple[Any, Any] | None = None,
+) -> dict[str, Any]:
+    """Load the model, run the planned suites, build (and optionally write) the results."""
+    import torch
+
+    from alignment import __version__
+    from alignment.models import load_model
+    from alignment.runs import package_versions
+
+    t_start = time.perf_counter()
+    services, chosen, seed, names, to_run = plan.services, plan.preset, plan.seed, plan.names, plan.to_run
+    model_spec, base_model, limit = plan.model_spec, services.base_spec, plan.limit
+    specs = load_suites()
+    skipped = plan.skipped
+    t_load = time.perf_counter()
+    model, tokenizer = (
+        loaded if loaded is not None else load_model(model_spec, device=services.device, dtype=services.dtype)
+    )
+    load_s = time.perf_counter() - t_load
+    if services.base_spec == model_spec:
+        services._cache["base"] = (model, tokenizer)  # KL to itself: no second copy
+    torch.manual_seed(seed)
+    engine = LoglikEngine(
+        model,
+        tokenizer,
+        batch_size=plan.batch_size,
+        max_batch_tokens=plan.max_batch_tokens,
+        padding_side=plan.padding_side,
+    )
+
+    suite_entries: dict[str, dict[str, Any]] = {
+        name: {"status": "skipped", "reason": reason} for name, reason in skipped.items()
+    }
+    rows: list[dict[str, Any]] = []
+    samples: dict[str, list[dict[str, Any]]] = {}
+    with _progress_bars(progress) as tracker:
+        for name in to_run:
+            spec = specs[name]
+            ctx = SuiteContext(
+                spec=spec,
+                model=model,
+                tokenizer=tokenizer,
+                engine=engine,
+                services=services,
+                seed=seed,
+                limit=limit if limit is not None else chosen.limit(name),
+                split_mode=plan.split,
+                test_fraction=plan.test_fraction,
+                split_seed=plan.split_seed,
+                resamples=chosen.resamples,
+                options=chosen.suite_options(name),
+                progress=tracker,
+            )
+            before = dict(engine.stats)
+            t0 = time.perf_counter()
+            output = spec.runner()(ctx)
+            wall = time.perf_counter() - t0
+            for metric in output.metrics:
+                if metric.metric not in spec.metrics:
+                    raise AssertionError(
+                        f"suite {name} reports {metric.metric!r}, which its YAML does not define"
+                    )
+                rows.append(metric.row(name, spec.metrics[metric.metric], ctx.split_used, seed))
+            n_items = next((m.estimate.n for m in output.metrics if m.group is None), None)
+            suite_entries[name] = {
+                "status": "ok",
+                "title": spec.title,
+                "kind": spec.kind,
+                "split": ctx.split_used,
+                "split_key": spec.split_key if ctx.split_used == "test" else None,
+                "n": n_items,
+                "n_available": ctx.n_available,
+                "limit": ctx.limit,
+                "data": ctx.data_files,
+                "backends": ctx.backends,
+                "options": ctx.options,
+                "info": output.info,
+                "engine": {k: engine.stats[k] - before[k] for k in engine.stats},
+                "wall_time_s": round(wall, 3),
+            }
+            samples[name] = output.samples
+
+    results = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "safealign_version": __version__,
+        "model": _model_info(model_spec) if loaded is None else {"spec": model_spec},
+        "base_model": {"spec": base_model} if base_model else None,
+        "preset": chosen.name,
+        "seed": seed,
+        "limit": limit,
+        "split": {
+            "mode": plan.split,
+            "test_fraction": plan.test_fraction,
+            "seed": plan.split_seed,
+            "rule": "data_builders.splits.assign_split(group key, test_fraction, seed) == 'test'",
+        },
+        "settings": {
+            "device": str(engine.device),
+            "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+            "batch_size": plan.batch_size,
+            "max_batch_tokens": plan.max_batch_tokens,
+            "padding_side": plan.padding_side,
+            "prefix_token_id": engine.prefix_id,
+            "resamples": chosen.resamples,
+            "ci_level": 0.95,
+            "ci_method": "percentile bootstrap",
+            "toxicity_scorer": services.toxicity_spec,
+            "torch_threads": torch.get_num_threads(),
+        },
+        "suites": {name: suite_entries[name] for name in names},
+        "metrics": rows,
+        "timings": {
+            "load_model_s": round(load_s, 3),
+            "total_s": round(time.perf_counter() - t_start, 3),
+            **{f"{n}_s": suite_entries[n]["wall_time_s"] for n in to_run},
+        },
+        "versions": package_versions(),
+    }
+    check_results(results)
+    if out_dir is not None:
+        write_results(results, samples if write_samples else {}, out_dir)
+    return results
+
+
+def write_results(
+    results: dict[str, Any], samples: dict[str, list[dict[str, Any]]], out_dir: str | Path
+) -> Path:
+    """Write ``samples/<suite>.jsonl`` then ``results.json`` (last, so its presence means complete)."""
+    from alignment.io import atomic_write_json, atomic_write_text
+
+    out = Path(out_dir)
+    for name, records in samples.items():
+        text = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
+        atomic_write_text(out / "samples" / f"{name}.jsonl", text)
+    return atomic_write_json(out / RESULTS_FILE, results)

@@ -1,0 +1,1 @@
+"""Evaluation suites: ``<name>.yaml`` describes a suite (data, metrics, defaults), ``<name>.py`` runs it."""
