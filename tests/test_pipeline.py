@@ -1,0 +1,171 @@
+"""The whole pipeline on tiny-random with small real data: outputs, reruns, interruption, bad recipes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from alignment.errors import SafealignError
+from alignment.pipeline import load_pipeline
+
+STAGE = {"per_device_train_batch_size": 4, "max_length": 512, "save_steps": 2, "logging_steps": 1}
+
+
+def recipe(tmp_path: Path, name: str, suites: list[str] | None, max_steps: int = 4) -> Path:
+    data = {
+        "name": name,
+        "model": "tiny-random",
+        "seed": 0,
+        "data": {
+            "rewrites": {"kind": "sft", "source": "rewrite_pairs", "limit": 32},
+            "pairs": {"kind": "preference", "source": "crows_pairs", "limit": 48},
+        },
+        "stages": [
+            {
+                "name": "sft",
+                "type": "sft",
+                "dataset": "rewrites",
+                "config": {**STAGE, "max_steps": max_steps},
+            },
+            {"name": "dpo", "type": "dpo", "dataset": "pairs", "config": {**STAGE, "max_steps": max_steps}},
+        ],
+        "evaluation": {"preset": "quick", "limit": 4, "suites": suites},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.slow
+def test_whole_pipeline_reports_every_stage_and_suite_and_rerun_does_no_work(
+    data_dir, tmp_path, cli, monkeypatch
+):
+    from alignment.evaluation import SUITES
+
+    runs = tmp_path / "runs"
+    result = cli("pipeline", "--config", recipe(tmp_path, "full", None), "--runs-dir", runs)
+    assert result.code == 0, result.err[-2000:]
+    run = runs / "full"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["stages"] == ["base", "sft", "dpo"]
+    suites_seen = {row["suite"] for row in metrics["rows"]}
+    ran = {
+        s
+        for s, info in json.loads((run / "eval" / "base" / "results.json").read_text())["suites"].items()
+        if info["status"] == "ok"
+    }
+    assert ran == suites_seen and ran >= set(SUITES) - {"stereotype_rate"}  # no classifier configured
+    for row in metrics["rows"]:
+        assert set(row["cells"]) == {"base", "sft", "dpo"}
+    md, page = (run / "report.md").read_text(), (run / "report.html").read_text()
+    for suite in suites_seen:
+        assert suite in md and suite in page
+    assert metrics["provenance"]["leakage_audit"]["passed"]
+    assert json.loads((run / "manifest.json").read_text())["status"] == "completed"
+
+    # A rerun finds everything current: no training, no evaluation.
+    import alignment.evaluation
+    import alignment.stages.runner
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a finished step was redone")
+
+    monkeypatch.setattr(alignment.evaluation, "evaluate", forbidden)
+    monkeypatch.setattr(alignment.stages.runner, "load_stage_model", forbidden)
+    again = cli("pipeline", "--config", recipe(tmp_path, "full", None), "--runs-dir", runs)
+    assert again.code == 0, again.err[-2000:]
+    assert json.loads((run / "metrics.json").read_text())["rows"] == metrics["rows"]
+
+    rebuilt = cli("report", run)
+    assert rebuilt.code == 0 and "dpo" in rebuilt.out
+
+
+@pytest.mark.slow
+def test_killed_pipeline_resumes_to_the_same_metrics(data_dir, tmp_path):
+    suites = ["crows_pairs", "perplexity"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    runs = tmp_path / "runs"
+
+    def start(name: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "alignment",
+                "pipeline",
+                "--config",
+                str(recipe(tmp_path, name, suites, 6)),
+                "--runs-dir",
+                str(runs),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    reference = start("straight")
+    assert reference.wait(timeout=900) == 0, reference.stderr.read()[-2000:]
+
+    killed = start("killed")
+    marker = runs / "killed" / "stages" / "dpo" / "checkpoints" / "checkpoint-2" / "trainer_state.json"
+    deadline = time.monotonic() + 900
+    while not marker.exists() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert killed.poll() is None, "the pipeline ended before it could be killed mid-stage"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    stage = json.loads((runs / "killed" / "stages" / "dpo" / "stage.json").read_text())
+    assert stage["status"] == "running"  # killed mid-stage: no chance to record anything
+
+    resumed = start("killed")
+    assert resumed.wait(timeout=900) == 0, resumed.stderr.read()[-2000:]
+    stage = json.loads((runs / "killed" / "stages" / "dpo" / "stage.json").read_text())
+    assert stage["steps"]["resumed_from_step"] >= 2 and stage["steps"]["global_step"] == 6
+
+    def values(name: str) -> dict:
+        rows = json.loads((runs / name / "metrics.json").read_text())["rows"]
+        return {(r["suite"], r["metric"], s): c["value"] for r in rows for s, c in r["cells"].items()}
+
+    straight, resumed_values = values("straight"), values("killed")
+    assert straight.keys() == resumed_values.keys()
+    for key, value in straight.items():
+        assert resumed_values[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda r: r.update(stagez=[]), "unknown key 'stagez' (did you mean 'stages'?)"),
+        (lambda r: r["stages"][0].update(type="sfft"), "type 'sfft' is not one of"),
+        (lambda r: r["stages"][0].update(dataset="nope"), "dataset 'nope' is neither a key of 'data'"),
+        (lambda r: r["evaluation"].update(limit="many"), "key 'limit'"),
+        (lambda r: r["stages"].append(dict(r["stages"][0])), "stage names repeat"),
+        (lambda r: r.update(evaluation=[1]), "key 'evaluation': expected a mapping"),
+    ],
+)
+def test_bad_recipes_fail_before_any_work(tmp_path, mutate, message):
+    path = recipe(tmp_path, "bad", None)
+    raw = yaml.safe_load(path.read_text())
+    mutate(raw)
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SafealignError) as info:
+        load_pipeline(path)
+    assert message in str(info.value) and str(path) in str(info.value)
+
+
+def test_stage_subset_override(tmp_path):
+    cfg = load_pipeline(recipe(tmp_path, "x", None), {"only": "dpo", "preset": "standard", "model": "m"})
+    assert (
+        [s.name for s in cfg.stages] == ["dpo"] and cfg.evaluation.preset == "standard" and cfg.model == "m"
+    )
+    with pytest.raises(SafealignError, match="unknown stage"):
+        load_pipeline(recipe(tmp_path, "x", None), {"only": "ppo"})
