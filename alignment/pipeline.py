@@ -10,6 +10,7 @@ A pipeline recipe (``recipes/<model>/pipeline.yaml``)::
     data:                            # datasets to build (data_builders BuildConfig fields, less out/seed)
       rewrite_sft: {kind: sft, source: rewrite_pairs}
     reward: {...}                    # reward spec for RL stages (reward.registry.build_reward)
+    stereotype_classifier: {mode: head}   # train one into the run dir (or give a trained directory)
     stages:                          # in order; each starts from the previous stage's saved model
       - {name: sft, type: sft, dataset: rewrite_sft, config: {max_steps: 40}}
     evaluation: {preset: quick, suites: null, limit: null}
@@ -19,6 +20,7 @@ Layout of a run directory::
 
     manifest.json  pipeline.json  metrics.json  report.md  report.html  report_files/
     data/<dataset>/      built datasets          stages/<stage>/   stage run dirs (model/, checkpoints/)
+    stereotype_classifier/   the classifier trained for the run (when the recipe asks for one)
     eval/<stage>/        results.json + samples/ (``base`` for the base model)
 
 Resuming works at stage granularity: ``pipeline.json`` records, for every stage and evaluation, a hash
@@ -99,6 +101,13 @@ class PipelineConfig:
     split: SplitSettings = field(default_factory=SplitSettings)
     data: dict[str, dict[str, Any]] = field(default_factory=dict)
     reward: Any = field(default=None, metadata={"help": "reward spec for RL stages"})
+    stereotype_classifier: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "a trained classifier directory, or a mapping of `safealign reward train-stereotype` "
+            "options to train one into the run directory (used by the stereotype_rate suite and rewards)"
+        },
+    )
     stages: list[StagePlan] = field(default_factory=list)
     evaluation: EvalSettings = field(default_factory=EvalSettings)
     report: ReportConfig = field(default_factory=ReportConfig)
@@ -191,7 +200,7 @@ class PipelineState:
         atomic_write_json(self.path, self.data)
 
 
-def _eval_kwargs(cfg: PipelineConfig) -> dict[str, Any]:
+def _eval_kwargs(cfg: PipelineConfig, classifier: str | None) -> dict[str, Any]:
     ev = cfg.evaluation
     return {
         "suites": ev.suites,
@@ -203,8 +212,31 @@ def _eval_kwargs(cfg: PipelineConfig) -> dict[str, Any]:
         "split_seed": cfg.split.seed,
         "batch_size": ev.batch_size,
         "toxicity_scorer": ev.toxicity_scorer,
-        "stereotype_classifier": ev.stereotype_classifier,
+        "stereotype_classifier": ev.stereotype_classifier or classifier,
     }
+
+
+STEREOTYPE_REWARDS = ("stereotype", "anti_stereotype")
+
+
+def with_classifier(spec: Any, classifier: str | None) -> Any:
+    """Point stereotype reward components that name no model at the pipeline's classifier.
+
+    >>> with_classifier({"components": [{"reward": "anti_stereotype"}, {"reward": "non_toxic"}]}, "clf")
+    {'components': [{'reward': 'anti_stereotype', 'args': {'model': 'clf'}}, {'reward': 'non_toxic'}]}
+    """
+    if classifier is None:
+        return spec
+    if isinstance(spec, list):
+        return [with_classifier(item, classifier) for item in spec]
+    if isinstance(spec, dict):
+        if "components" in spec:
+            return {**spec, "components": with_classifier(spec["components"], classifier)}
+        if spec.get("reward") in STEREOTYPE_REWARDS and "model" not in (spec.get("args") or {}):
+            return {**spec, "args": {**(spec.get("args") or {}), "model": classifier}}
+    if spec in STEREOTYPE_REWARDS:
+        return {"reward": spec, "args": {"model": classifier}}
+    return spec
 
 
 def _say(message: str) -> None:
@@ -222,6 +254,8 @@ class Pipeline:
         self.force = force
         self.state: PipelineState | None = None
         self.datasets: dict[str, dict[str, Any]] = {}
+        self.classifier: str | None = None
+        self.classifier_info: dict[str, Any] = {}
 
     # -- data ---------------------------------------------------------------------------------------------
     def build_data(self) -> None:
@@ -244,6 +278,46 @@ class Pipeline:
             self.state.set("data", key, fingerprint=prov.get("fingerprint"))
             _say(f"data {key}: {'built' if result.rebuilt else 'up to date'} ({options['out']})")
 
+    def train_classifier(self) -> str:
+        """The stereotype classifier's hash (empty when the recipe has none); sets ``self.classifier``."""
+        spec = self.cfg.stereotype_classifier
+        if spec is None:
+            return ""
+        if isinstance(spec, str):
+            from reward.stereotype import StereotypeClassifier
+
+            StereotypeClassifier.load(spec)  # a clear error now rather than in the first reward call
+            self.classifier = spec
+            self.classifier_info = {"path": spec}
+            return sha256_json({"path": spec})
+        from reward.stereotype.train import StereotypeTrainConfig, train_stereotype
+
+        out = self.run_dir / "stereotype_classifier"
+        options = {
+            "test_fraction": self.cfg.split.test_fraction,
+            "split_seed": self.cfg.split.seed,
+            "seed": self.cfg.seed,
+            **spec,
+            "out": str(out),
+        }
+        train_cfg = from_dict(StereotypeTrainConfig, options, "pipeline stereotype_classifier")
+        digest = sha256_json(dataclasses.asdict(train_cfg))
+        done = self.state.get("classifier", "stereotype")
+        if self.force or done.get("hash") != digest or not out.is_dir():
+            self.state.set("classifier", "stereotype", hash=digest, status="running")
+            _say("[bold]training the stereotype classifier[/]")
+            metrics = train_stereotype(train_cfg)
+            self.state.set("classifier", "stereotype", status="completed", metrics=metrics)
+        else:
+            _say("[green]stereotype classifier: up to date[/]")
+        self.classifier = str(out)
+        self.classifier_info = {
+            "path": str(out),
+            "hash": digest,
+            "metrics": done.get("metrics") or self.state.get("classifier", "stereotype").get("metrics"),
+        }
+        return digest
+
     def dataset_path(self, stage: StagePlan) -> tuple[str, str]:
         """(path, fingerprint) of a stage's dataset."""
         if stage.dataset in self.datasets:
@@ -256,7 +330,7 @@ class Pipeline:
         from alignment.evaluation import evaluate, load_results
 
         out = self.run_dir / "eval" / name
-        kwargs = _eval_kwargs(self.cfg)
+        kwargs = _eval_kwargs(self.cfg, self.classifier)
         digest = sha256_json({"chain": chain, "eval": kwargs})
         done = self.state.get("evals", name)
         if not self.force and done.get("hash") == digest and (out / "results.json").is_file():
@@ -280,8 +354,10 @@ class Pipeline:
         if dataset:
             values["dataset"] = dataset
         names = {f.name for f in dataclasses.fields(config_cls)}
-        if "reward" in names and "reward" not in stage.config and self.cfg.reward is not None:
-            values["reward"] = self.cfg.reward
+        if "reward" in names:
+            reward = stage.config.get("reward", self.cfg.reward)
+            if reward is not None:
+                values["reward"] = with_classifier(reward, self.classifier)
         stage_cfg = from_dict(config_cls, values, f"pipeline stages.{stage.name}.config")
         hashed = {
             k: v for k, v in dataclasses.asdict(stage_cfg).items() if k not in ("model", "resume", "force")
@@ -311,7 +387,8 @@ class Pipeline:
             self.state = PipelineState(self.run_dir)
             self.base_path = resolve_model(cfg.model).path
             self.build_data()
-            base_chain = sha256_json({"model": cfg.model, "path": self.base_path})
+            classifier = self.train_classifier()
+            base_chain = sha256_json({"model": cfg.model, "path": self.base_path, "classifier": classifier})
             results = {BASE: self.evaluate(BASE, self.base_path, base_chain)}
             records: dict[str, dict[str, Any] | None] = {BASE: None}
             model, chain = self.base_path, base_chain
@@ -336,6 +413,7 @@ class Pipeline:
                     for k, v in self.datasets.items()
                 },
                 "leakage_audit": audit,
+                "stereotype_classifier": self.classifier_info or None,
                 "seed": cfg.seed,
                 "split": dataclasses.asdict(cfg.split),
                 "versions": run.manifest.get("versions"),
