@@ -232,7 +232,7 @@ JIGSAW_CLASSES = ["toxic", "severe_toxic", "obscene", "threat", "insult", "ident
 
 
 def _tiny_bert(folder, num_labels: int, id2label=None):
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
     words = [
@@ -250,8 +250,7 @@ def _tiny_bert(folder, num_labels: int, id2label=None):
         "have",
         "a",
     ]
-    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
+    tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(words)})
     config = BertConfig(
         vocab_size=len(words),
         hidden_size=16,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from rich import box
 from rich.table import Table
 
 from alignment.cli.console import err, out
@@ -250,10 +251,14 @@ def train_stereotype_cmd(args: argparse.Namespace) -> int:
 
         metrics = train_stereotype(config, progress=progress)
     table = Table(
-        title=f"Stereotype classifier, held-out split ({metrics['split']['test_examples']} sentences)"
+        title=f"Stereotype classifier, held-out split ({metrics['split']['test_examples']} sentences)",
+        box=box.SIMPLE_HEAD,
+        caption="F1: macro-F1 over the labels present; CI: 95% bootstrap over groups; "
+        "pairs: stereotype sentence scored above its anti-stereotype",
     )
-    for column in ("subset", "n", "accuracy", "macro-F1", "95% CI (groups)", "ROC-AUC", "ECE", "pair acc."):
-        table.add_column(column, justify="right" if column != "subset" else "left")
+    table.add_column("subset", overflow="fold", min_width=18)
+    for column in ("n", "acc", "F1", "F1 CI", "AUC", "ECE", "pairs"):
+        table.add_column(column, justify="right")
 
     def row(name: str, m: dict[str, Any]) -> None:
         ci = m.get("macro_f1_ci95")
@@ -262,7 +267,7 @@ def train_stereotype_cmd(args: argparse.Namespace) -> int:
             str(m.get("n", 0)),
             _fmt(m.get("accuracy")),
             _fmt(m.get("macro_f1")),
-            f"{ci['low']:.3f}-{ci['high']:.3f}" if ci else "",
+            f"{ci['low']:.2f}-{ci['high']:.2f}" if ci else "",
             _fmt(m.get("roc_auc")),
             _fmt(m.get("ece")),
             _fmt(m.get("pair_accuracy")),

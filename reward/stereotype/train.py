@@ -8,10 +8,11 @@ and "not stereotype" labels (rewrites) train the same three-way head.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -120,17 +121,31 @@ def _batches(n: int, size: int, generator: torch.Generator) -> list[torch.Tensor
 def _train_head(model, train, config, device, progress: Progress | None, curve: list) -> None:
     model.encoder.requires_grad_(False).eval()
     features = model.embed_texts([e.text for e in train], batch_size=64).clone()
-    mask = allowed_mask(train).to(device)
+    with _single_thread():  # tiny ops: thread hand-offs would cost more than the arithmetic
+        _fit_head(model, features, allowed_mask(train).to(device), config, progress, curve)
+
+
+@contextlib.contextmanager
+def _single_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _fit_head(model, features, mask, config, progress: Progress | None, curve: list) -> None:
     optimizer = torch.optim.AdamW(
         model.head.parameters(), lr=config.head_learning_rate, weight_decay=config.weight_decay
     )
     generator = torch.Generator().manual_seed(config.seed)
-    total = config.num_epochs * -(-len(train) // config.batch_size)
+    total = config.num_epochs * -(-len(features) // config.batch_size)
     step = 0
     for epoch in range(config.num_epochs):
         losses = []
-        for index in _batches(len(train), config.batch_size, generator):
-            index = index.to(device)
+        for index in _batches(len(features), config.batch_size, generator):
+            index = index.to(features.device)
             loss = partial_label_loss(model.head(model.dropout(features[index])), mask[index])
             optimizer.zero_grad()
             loss.backward()
