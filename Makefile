@@ -78,3 +78,48 @@ sft: ## SFT stage: make sft MODEL=smollm2-135m-instruct [VARIANT=standard] [ACCE
 
 dpo: ## DPO stage on MODEL, or on an SFT run: make dpo MODEL=... [SFT_DIR=runs/sft-...] [ACCEL=... NPROC=...]
 	$(TRAIN) dpo --config $(call stage_recipe,dpo) --model $(if $(SFT_DIR),$(SFT_DIR),$(MODEL)) $(TRAIN_ARGS)
+
+# ---- evaluation (docs/metrics.md): make eval MODEL=... [PRESET=quick|standard|full] [SUITES=a,b] [LIMIT=N]
+PRESET ?= quick
+SUITES ?=
+LIMIT ?=
+EVAL_OUT ?=
+BASE_MODEL ?=
+EVAL_ARGS ?=
+
+.PHONY: eval bench-eval
+
+eval: ## evaluate MODEL on bias and retention suites: make eval MODEL=... [PRESET=standard] [SUITES=crows_pairs,stereoset] [BASE_MODEL=...]
+	$(PY) -m alignment eval --model $(MODEL) --preset $(PRESET) $(if $(SUITES),--suites $(SUITES)) \
+		$(if $(LIMIT),--limit $(LIMIT)) $(if $(EVAL_OUT),--out $(EVAL_OUT)) $(if $(BASE_MODEL),--base-model $(BASE_MODEL)) $(EVAL_ARGS)
+
+bench-eval: ## sentences/s of the evaluation engine vs a one-sentence loop and a bare batched forward (JSON)
+	HF_HUB_OFFLINE=1 $(PY) -m alignment.evaluation.bench --model $(MODEL) --out runs/bench-eval.json
+
+# ---- the main job (docs/pipeline.md): make pipeline [MODEL=...] [PRESET=quick|standard] [RUN_NAME=...]
+# Recipe: recipes/$(MODEL)/pipeline.yaml, else the SmolLM2 one with MODEL as the base model.
+PIPELINE_RECIPE = $(firstword $(wildcard recipes/$(MODEL)/pipeline.yaml) recipes/smollm2-135m-instruct/pipeline.yaml)
+RUN_NAME ?= pipeline-$(notdir $(MODEL))-$(PRESET)
+PIPELINE_ARGS ?=
+
+.PHONY: pipeline report
+
+pipeline: ## SFT -> DPO -> PPO with evaluation of base and every stage, and the report: make pipeline [MODEL=...] [PRESET=standard]
+	$(PY) -m alignment pipeline --config $(PIPELINE_RECIPE) --model $(MODEL) --preset $(PRESET) --name $(RUN_NAME) $(PIPELINE_ARGS)
+
+report: ## rebuild a pipeline run's report: make report [RUN_NAME=...]
+	$(PY) -m alignment report $${SAFEALIGN_RUNS:-runs}/$(RUN_NAME)
+
+# ---- reward (docs/rewards.md): make stereotype-classifier [STEREO_MODE=head|full] [STEREO_OUT=dir]
+STEREO_MODE ?= head
+STEREO_OUT ?=
+SCORERS ?= jigsaw-bilstm,profanity
+
+.PHONY: stereotype-classifier bench-reward
+
+stereotype-classifier: ## train the stereotype classifier on the train groups (default folder: the cache); prints held-out metrics
+	HF_HUB_OFFLINE=1 $(PY) -m alignment reward train-stereotype --mode $(STEREO_MODE) $(if $(STEREO_OUT),--out $(STEREO_OUT))
+
+bench-reward: ## texts/s of each toxicity scorer (SCORERS=...), batched vs one-by-one, plus the stereotype classifier if trained
+	HF_HUB_OFFLINE=1 $(PY) -m alignment reward bench --scorers $(SCORERS) $(if $(STEREO_OUT),--stereotype-model $(STEREO_OUT)) \
+		--out runs/bench-reward.json

@@ -66,7 +66,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument(
         "--scorers", default="jigsaw-bilstm,profanity", help="comma-separated specs (default: %(default)s)"
     )
-    bench.add_argument("--stereotype-model", type=Path, help="also time a trained stereotype classifier")
+    bench.add_argument(
+        "--stereotype-model",
+        type=Path,
+        help="also time this stereotype classifier (default: the cache's, if trained)",
+    )
     bench.add_argument("-n", type=int, default=256, help="texts per measurement (default: %(default)s)")
     bench.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")
     bench.add_argument("--out", type=Path, help="write the rows as JSON here")
@@ -297,10 +301,13 @@ def bench_cmd(args: argparse.Namespace) -> int:
         for spec in [s.strip() for s in args.scorers.split(",") if s.strip()]:
             scorer = load_scorer(spec)
             scorers[scorer.name if scorer.name == spec else f"{spec} ({scorer.name})"] = scorer.score
-        if args.stereotype_model:
-            from reward.stereotype import StereotypeClassifier
+        from reward.stereotype import StereotypeClassifier, default_model_dir
 
-            scorers["stereotype-classifier"] = StereotypeClassifier.load(args.stereotype_model).predict_proba
+        stereotype_model = args.stereotype_model
+        if stereotype_model is None and (default_model_dir() / "classifier.json").is_file():
+            stereotype_model = default_model_dir()
+        if stereotype_model is not None:
+            scorers["stereotype-classifier"] = StereotypeClassifier.load(stereotype_model).predict_proba
     with err.status(f"timing {len(scorers)} scorers on {args.n} texts ..."):
         rows = benchmark(scorers, n=args.n, batch_size=args.batch_size)
     table = Table(title=f"Scorer throughput ({args.n} texts, batch size {args.batch_size})")

@@ -1,9 +1,10 @@
 """Train the stereotype classifier on the train side of the grouped splits and report held-out metrics.
 
-``mode="head"`` freezes the encoder and fits the linear head on pooled sentence vectors (seconds);
-``mode="full"`` fine-tunes encoder and head together (minutes on a CPU). The loss is the negative log
-of the probability mass on the labels an example allows, so exact labels (StereoSet, CrowS-Pairs)
-and "not stereotype" labels (rewrites) train the same three-way head.
+``mode="head"`` (the default) freezes the encoder, embeds every training sentence once and fits the
+linear head on the pooled vectors (minutes on a CPU for the full data); ``mode="full"`` fine-tunes
+encoder and head together (every step also runs the encoder backwards: meant for a GPU). The loss
+is the negative log of the probability mass on the labels an example allows, so exact labels
+(StereoSet, CrowS-Pairs) and "not stereotype" labels (rewrites) train the same three-way head.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class StereotypeTrainConfig:
         default="minilm-l6", metadata={"help": "encoder: minilm-l6, a local folder or a hub id"}
     )
     mode: str = field(
-        default="full", metadata={"help": "full (fine-tune the encoder) or head (frozen encoder)"}
+        default="head",
+        metadata={"help": "head (frozen encoder: minutes on a CPU) or full (fine-tune; use a GPU)"},
     )
     sources: list[str] = field(default_factory=lambda: list(SOURCES), metadata={"help": "training sources"})
     stereoset_path: str | None = field(default=None, metadata={"help": "StereoSet file (default: data dir)"})
