@@ -233,6 +233,9 @@ def _backends(fn: Any) -> list[str]:
     return lines
 
 
+MIN_ROWS_SHOWN = 30  # smaller bias-type subsets stay in metrics.json only
+
+
 def train_stereotype_cmd(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -257,8 +260,9 @@ def train_stereotype_cmd(args: argparse.Namespace) -> int:
     table = Table(
         title=f"Stereotype classifier, held-out split ({metrics['split']['test_examples']} sentences)",
         box=box.SIMPLE_HEAD,
-        caption="F1: macro-F1 over the labels present; CI: 95% bootstrap over groups; "
-        "pairs: stereotype sentence scored above its anti-stereotype",
+        caption="F1: macro-F1 over the labels present; CI: 95% bootstrap over groups; pairs: stereotype "
+        "sentence scored above its anti-stereotype. Bias types with n >= "
+        f"{MIN_ROWS_SHOWN} (all in metrics.json)",
     )
     table.add_column("subset", overflow="fold", min_width=18)
     for column in ("n", "acc", "F1", "F1 CI", "AUC", "ECE", "pairs"):
@@ -281,7 +285,8 @@ def train_stereotype_cmd(args: argparse.Namespace) -> int:
     for source, m in metrics["by_source"].items():
         row(source, m)
     for name, m in metrics["by_bias_type"].items():
-        row(f"  {name}", m)
+        if m.get("n", 0) >= MIN_ROWS_SHOWN:
+            row(f"  {name}", m)
     out.print(table)
     out.print(f"saved to {config.out_dir} (metrics.json, manifest.json, split.json)")
     return 0
