@@ -218,6 +218,10 @@ def test_unknown_spec_and_label():
         load_scorer("nope")
     with pytest.raises(SafealignError, match="unknown label 'rude'"):
         load_scorer("jigsaw-bilstm", label="rude")
+    with pytest.raises(SafealignError, match="does not take option.*max_lenght; it takes label, max_length"):
+        load_scorer("hf:some/model", max_lenght=12)
+    with pytest.raises(SafealignError, match="'auto' takes only label and hf_config"):
+        load_scorer("auto", model_dir="x")
 
 
 def test_profanity_backend():

@@ -13,6 +13,7 @@ Specs:
 from __future__ import annotations
 
 import functools
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -69,23 +70,38 @@ def _load_cached(spec: str, device: str | None, options: tuple[tuple[str, Any], 
     return _load(spec, device, dict(options))
 
 
+def _build(cls: type[ToxicityScorer], spec: str, *args: Any, **options: Any) -> ToxicityScorer:
+    accepted = [p for p in inspect.signature(cls).parameters if p not in ("device", "label")]
+    unknown = sorted(set(options) - {"device", "label"} - set(accepted[len(args) :]))
+    if unknown:
+        raise SafealignError(
+            f"toxicity scorer {spec!r} does not take option(s) {', '.join(unknown)}; "
+            f"it takes {', '.join(['label', *accepted[len(args) :]])}"
+        )
+    return cls(*args, **options)
+
+
 def _load(spec: str, device: str | None, options: dict[str, Any]) -> ToxicityScorer:
     backend, _, arg = spec.partition(":")
-    label = options.pop("label", None)
+    options = dict(options, device=device)
     if backend == "auto" and not arg:
-        return _auto(device, label, **options)
+        label = options.pop("label", None)
+        unknown = sorted(set(options) - {"device", "hf_config"})
+        if unknown:
+            raise SafealignError(
+                f"toxicity scorer 'auto' takes only label and hf_config, not {', '.join(unknown)}"
+            )
+        return _auto(options.pop("device"), label, **options)
     if backend == "jigsaw-bilstm":
-        return JigsawBiLSTMScorer(
-            arg or options.pop("model_dir", None), device=device, label=label, **options
-        )
+        return _build(JigsawBiLSTMScorer, spec, arg or options.pop("model_dir", None), **options)
     if backend == "detoxify":
-        return DetoxifyScorer(arg or "original", device=device, label=label, **options)
+        return _build(DetoxifyScorer, spec, arg or "original", **options)
     if backend == "hf":
         if not arg:
             raise SafealignError("scorer 'hf:' needs a model: hf:<hub id or local folder>")
-        return HFClassifierScorer(arg, device=device, label=label, **options)
+        return _build(HFClassifierScorer, spec, arg, **options)
     if backend == "profanity" and not arg:
-        return ProfanityScorer(device=device, label=label, **options)
+        return _build(ProfanityScorer, spec, **options)
     raise SafealignError(
         f"unknown toxicity scorer {spec!r}; use one of: auto, jigsaw-bilstm, detoxify:<variant or .ckpt>, "
         "hf:<model>, profanity"
