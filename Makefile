@@ -123,3 +123,29 @@ stereotype-classifier: ## train the stereotype classifier on the train groups (d
 bench-reward: ## texts/s of each toxicity scorer (SCORERS=...), batched vs one-by-one, plus the stereotype classifier if trained
 	HF_HUB_OFFLINE=1 $(PY) -m alignment reward bench --scorers $(SCORERS) $(if $(STEREO_OUT),--stereotype-model $(STEREO_OUT)) \
 		--out runs/bench-reward.json
+
+# ---- RL stages (docs/ppo.md): make ppo|grpo|rloo MODEL=... [POLICY_DIR=runs/dpo-...] [VARIANT=quick|standard]
+# The recipes' reward (non-toxic + anti-stereotype) needs the prompt pool and the stereotype classifier:
+# both are built first when missing. POLICY_DIR starts from a previous stage's run (default: MODEL).
+POLICY_DIR ?=
+RL_PROMPTS ?= $(DATA_OUT)/prompts
+RL_START = $(if $(POLICY_DIR),$(POLICY_DIR),$(MODEL))
+
+.PHONY: ppo grpo rloo rl-inputs bench-rl
+
+rl-inputs:
+	@test -f $(RL_PROMPTS)/dataset_dict.json || $(MAKE) data-prompts
+	@HF_HUB_OFFLINE=1 $(PY) -c "import sys; from reward.stereotype import default_model_dir; \
+		sys.exit(0 if (default_model_dir() / 'classifier.json').is_file() else 1)" || $(MAKE) stereotype-classifier
+
+ppo: rl-inputs ## PPO (ours): make ppo MODEL=... [POLICY_DIR=runs/dpo-...] [VARIANT=standard] [ACCEL=ddp NPROC=8]
+	$(TRAIN) ppo --config $(call stage_recipe,ppo) --model $(RL_START) --dataset $(RL_PROMPTS) $(TRAIN_ARGS)
+
+grpo: rl-inputs ## GRPO through TRL with the same reward and recipe format: make grpo MODEL=... [POLICY_DIR=...]
+	$(TRAIN) grpo --config $(call stage_recipe,grpo) --model $(RL_START) --dataset $(RL_PROMPTS) $(TRAIN_ARGS)
+
+rloo: rl-inputs ## RLOO through TRL with the same reward and recipe format: make rloo MODEL=... [POLICY_DIR=...]
+	$(TRAIN) rloo --config $(call stage_recipe,rloo) --model $(RL_START) --dataset $(RL_PROMPTS) $(TRAIN_ARGS)
+
+bench-rl: ## seconds per iteration: our PPO vs TRL GRPO/RLOO, same model, completions and lengths (JSON)
+	HF_HUB_OFFLINE=1 $(PY) -m alignment.stages.bench_rl --model $(MODEL) --out runs/bench-rl.json

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from alignment.cli.console import out
 
-STAGES = ("sft", "dpo")
+STAGES = ("sft", "dpo", "ppo", "grpo", "rloo")
 
 DESCRIPTION = """\
 Train one stage. Settings come from the recipe (--config) and are overridden by flags named like its
@@ -24,7 +24,7 @@ recipes/accelerate/ddp.yaml -m alignment train sft ...` (see docs/recipes.md).
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="run a training stage (sft, dpo) from a YAML recipe and flags",
+        help="run a training stage (sft, dpo, ppo, grpo, rloo) from a YAML recipe and flags",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -37,6 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def stage_functions(stage: str):
     """The config class and run function of a stage."""
+    if stage in ("ppo", "grpo", "rloo"):
+        import importlib
+
+        module = importlib.import_module(f"alignment.stages.{stage}")
+        return getattr(module, f"{stage.upper()}StageConfig"), getattr(module, f"run_{stage}")
     if stage == "sft":
         from alignment.stages.sft import SFTStageConfig, run_sft
 
@@ -64,6 +69,13 @@ def summary_table(stage_file: Path) -> Table:
         "eval_loss",
         "eval_rewards/accuracies",
         "eval_rewards/margins",
+        "reward_start",
+        "reward_end",
+        "kl_start",
+        "kl_end",
+        "eval_reward_start",
+        "eval_reward_end",
+        "eval_kl_end",
     )
     for key in shown:
         if isinstance(metrics.get(key), (int, float)):

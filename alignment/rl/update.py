@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
 
 from alignment.rl.advantages import gae, masked_mean, whiten
 from alignment.rl.kl import KLEstimator, kl_per_token
-from alignment.rl.losses import explained_variance, logprobs_from_logits, policy_loss, value_loss
+from alignment.rl.losses import (
+    PolicyLoss,
+    ValueLoss,
+    explained_variance,
+    logprobs_from_logits,
+    policy_loss,
+    value_loss,
+)
 from alignment.rl.rollout import policy_forward
 
 
@@ -40,7 +48,8 @@ class PPOHyperparameters:
     clip_range_value: float = 0.2
     vf_coef: float = 0.1
     ppo_epochs: int = 4
-    mini_batch_size: int = 4
+    mini_batch_size: int = 4  # rollouts per optimiser step
+    micro_batch_size: int = 4  # rollouts per forward/backward pass (gradient accumulation below that)
     max_grad_norm: float = 1.0
     temperature: float = 1.0
     whiten_rewards: bool = False
@@ -88,13 +97,17 @@ def ppo_update(
     generator: torch.Generator,
     backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
     clip_grad: Callable[[float], torch.Tensor] | None = None,
+    no_sync: Callable[[], AbstractContextManager] | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> dict[str, float]:
     """Compute advantages and run ``hp.ppo_epochs`` epochs of minibatch updates; return step statistics.
 
-    ``backward`` and ``clip_grad`` default to plain torch; pass ``accelerator.backward`` and
-    ``lambda n: accelerator.clip_grad_norm_(params, n)`` under accelerate. Raises :class:`GuardTripped`
-    before the optimiser step when a loss is not finite, so the weights stay usable.
+    Each minibatch of ``hp.mini_batch_size`` rollouts is one optimiser step, accumulated over micro-batches
+    of ``hp.micro_batch_size`` whose losses are weighted by their token counts, so the gradient is the
+    token mean over the whole minibatch. ``backward``, ``clip_grad`` and ``no_sync`` default to plain
+    torch; pass ``accelerator.backward``, ``lambda n: accelerator.clip_grad_norm_(params, n)`` and
+    ``lambda: accelerator.no_sync(model)`` under accelerate. Raises :class:`GuardTripped` before the
+    optimiser step when a loss or the gradient norm is not finite.
     """
     mask = rollouts.response_mask
     rewards, kl = token_rewards(
@@ -110,60 +123,46 @@ def ppo_update(
         def clip_grad(max_norm: float) -> torch.Tensor:
             return torch.nn.utils.clip_grad_norm_(params, max_norm)
 
-    log: dict[str, list[float]] = {
-        k: []
-        for k in (
-            "policy_loss",
-            "value_loss",
-            "clip_fraction",
-            "value_clip_fraction",
-            "approx_kl",
-            "ratio",
-            "grad_norm",
-        )
-    }
+    names = ("policy_loss", "value_loss", "clip_fraction", "value_clip_fraction", "approx_kl", "ratio")
+    log: dict[str, list[float]] = {name: [] for name in (*names, "grad_norm")}
     batch_size = rollouts.query_ids.shape[0]
     for _ in range(hp.ppo_epochs):
-        order = torch.randperm(batch_size, generator=generator)
+        order = torch.randperm(batch_size, generator=generator).to(mask.device)
         for start in range(0, batch_size, hp.mini_batch_size):
-            idx = order[start : start + hp.mini_batch_size].to(mask.device)
-            width = int(mask[idx].sum(dim=1).max())  # drop columns that are padding for every row
-            m = mask[idx, :width]
-            logits, values = policy_forward(
-                model,
-                rollouts.query_ids[idx],
-                rollouts.query_mask[idx],
-                rollouts.response_ids[idx, :width],
-                m,
-                hp.temperature,
-            )
-            logprobs = logprobs_from_logits(logits, rollouts.response_ids[idx, :width])
-            pl = policy_loss(
-                logprobs, rollouts.logprobs[idx, :width], advantages[idx, :width], m, hp.clip_range
-            )
-            vl = value_loss(
-                values.float(), rollouts.values[idx, :width], returns[idx, :width], m, hp.clip_range_value
-            )
-            loss = pl.loss + hp.vf_coef * vl.loss
-            if not torch.isfinite(loss):
-                raise GuardTripped(
-                    f"the PPO loss is not finite (policy loss {pl.loss.item()}, value loss {vl.loss.item()})"
-                )
+            minibatch = order[start : start + hp.mini_batch_size]
+            tokens = mask[minibatch].sum().clamp(min=1)
+            micro_batches = minibatch.split(hp.micro_batch_size)
+            totals = dict.fromkeys(names, 0.0)
             optimizer.zero_grad(set_to_none=True)
-            backward(loss)
+            for j, idx in enumerate(micro_batches):
+                sync = no_sync is None or j == len(micro_batches) - 1
+                with nullcontext() if sync else no_sync():
+                    weight = mask[idx].sum() / tokens
+                    parts = _micro_batch_losses(model, rollouts, advantages, returns, idx, hp)
+                    loss = (parts[0].loss + hp.vf_coef * parts[1].loss) * weight
+                    if not torch.isfinite(loss):
+                        optimizer.zero_grad(set_to_none=True)
+                        raise GuardTripped(
+                            f"the PPO loss is not finite (policy loss {parts[0].loss.item()}, "
+                            f"value loss {parts[1].loss.item()})"
+                        )
+                    backward(loss)
+                w = weight.item()
+                pl, vl = parts
+                for name, value in zip(
+                    names,
+                    (pl.loss, vl.loss, pl.clip_fraction, vl.clip_fraction, pl.approx_kl, pl.ratio_mean),
+                    strict=True,
+                ):
+                    totals[name] += w * value.item()
             grad_norm = clip_grad(hp.max_grad_norm)
             if not torch.isfinite(torch.as_tensor(grad_norm)):
                 optimizer.zero_grad(set_to_none=True)
                 raise GuardTripped(f"the gradient norm is not finite ({float(grad_norm)})")
             optimizer.step()
-            with torch.no_grad():
-                log["policy_loss"].append(pl.loss.item())
-                log["value_loss"].append(vl.loss.item())
-                log["clip_fraction"].append(pl.clip_fraction.item())
-                log["value_clip_fraction"].append(vl.clip_fraction.item())
-                log["approx_kl"].append(pl.approx_kl.item())
-                log["ratio"].append(pl.ratio_mean.item())
-                log["grad_norm"].append(float(grad_norm))
+            for name in names:
+                log[name].append(totals[name])
+            log["grad_norm"].append(float(grad_norm))
     optimizer.zero_grad(set_to_none=True)
     if scheduler is not None:
         scheduler.step()  # the learning rate changes once per PPO iteration
@@ -178,3 +177,26 @@ def ppo_update(
         value_mean=masked_mean(rollouts.values, mask).item(),
     )
     return stats
+
+
+def _micro_batch_losses(
+    model: torch.nn.Module,
+    rollouts: Rollouts,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    idx: torch.Tensor,
+    hp: PPOHyperparameters,
+) -> tuple[PolicyLoss, ValueLoss]:
+    mask = rollouts.response_mask[idx]
+    width = max(int(mask.sum(dim=1).max()), 1)  # drop columns that are padding in every row
+    mask = mask[:, :width]
+    response_ids = rollouts.response_ids[idx, :width]
+    logits, values = policy_forward(
+        model, rollouts.query_ids[idx], rollouts.query_mask[idx], response_ids, mask, hp.temperature
+    )
+    logprobs = logprobs_from_logits(logits, response_ids)
+    pl = policy_loss(logprobs, rollouts.logprobs[idx, :width], advantages[idx, :width], mask, hp.clip_range)
+    vl = value_loss(
+        values.float(), rollouts.values[idx, :width], returns[idx, :width], mask, hp.clip_range_value
+    )
+    return pl, vl

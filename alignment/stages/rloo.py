@@ -1,0 +1,73 @@
+"""RLOO with TRL's ``RLOOTrainer`` and safealign's reward callables: ``run_rloo(config, out_dir)``.
+
+REINFORCE with a leave-one-out baseline: each completion's advantage is its reward minus the mean
+reward of the other ``num_generations - 1`` completions of the same prompt. See
+:mod:`alignment.stages.trl_online` for what it shares with GRPO and PPO.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trl import RLOOConfig
+
+from alignment.rl.rollout import RewardFn
+from alignment.stages.data import StageData
+from alignment.stages.runner import StageContext, StageSpec, run_stage
+from alignment.stages.trl_online import (
+    LENGTH_CAP_HELP,
+    OnlineRLConfig,
+    make_online_trainer,
+    shared_settings,
+)
+
+
+@dataclass
+class RLOOTRLConfig(RLOOConfig):
+    """TRL's RLOOConfig plus the shared ``max_length`` setting, which TRL's online configs lack."""
+
+    max_length: int | None = field(default=None, metadata={"help": LENGTH_CAP_HELP})
+
+
+@dataclass
+class RLOOStageConfig(OnlineRLConfig):
+    """The RLOO stage: the shared online-RL settings plus advantage normalisation."""
+
+    normalize_advantages: bool = field(
+        default=False, metadata={"help": "scale the leave-one-out advantages to unit variance"}
+    )
+
+    @classmethod
+    def trl_config_class(cls) -> type:
+        return RLOOTRLConfig
+
+
+def _settings(cfg: RLOOStageConfig, data: StageData) -> dict[str, Any]:
+    return {**shared_settings(cfg, data), "normalize_advantages": cfg.normalize_advantages}
+
+
+def rloo_spec(reward_fn: RewardFn | None = None) -> StageSpec:
+    def make_trainer(ctx: StageContext) -> Any:
+        from trl import RLOOTrainer
+
+        return make_online_trainer(ctx, RLOOTrainer, reward_fn)
+
+    return StageSpec(
+        name="rloo",
+        data_kind="prompt",
+        config_cls=RLOOStageConfig.trl_config_class,
+        settings=_settings,
+        make_trainer=make_trainer,
+    )
+
+
+def run_rloo(
+    config: RLOOStageConfig, out_dir: str | Path | None = None, *, reward_fn: RewardFn | None = None
+) -> Path:
+    """Run (or skip, or resume) the RLOO stage; returns the saved model directory ``out_dir/model``.
+
+    ``reward_fn`` overrides ``config.reward`` with a callable (Python API).
+    """
+    return run_stage(rloo_spec(reward_fn), config, out_dir)

@@ -1,0 +1,145 @@
+"""What the GRPO and RLOO stages share: TRL's online trainers with safealign's reward callables.
+
+Both sample ``num_generations`` completions per prompt, score them with the reward spec (the same
+``reward`` key and callables as PPO), and use the group as the baseline instead of a value function.
+They run through the shared stage driver (:func:`alignment.stages.runner.run_stage`), so recipes, run
+directories, ``stage.json``, checkpoints, ``--resume`` and ``--force`` behave as for SFT and DPO.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from alignment.errors import SafealignError
+from alignment.rl.rollout import RewardFn
+from alignment.stages.common import StageConfig, load_causal_lm
+from alignment.stages.data import StageData
+from alignment.stages.prompt_data import prepare_for_trl
+from alignment.stages.runner import StageContext
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class OnlineRLConfig(StageConfig):
+    """Settings GRPO and RLOO share; the names match the PPO stage where the meaning is the same.
+
+    ``per_device_train_batch_size`` counts completions (``num_generations`` per prompt) and must be a
+    multiple of ``num_generations``.
+    """
+
+    reward: dict[str, Any] | str | None = field(
+        default=None,
+        metadata=_help("reward spec for reward.registry.build_reward (as for PPO; see docs/ppo.md)"),
+    )
+    num_generations: int = field(default=4, metadata=_help("completions sampled per prompt (the group)"))
+    max_new_tokens: int = field(default=64, metadata=_help("longest completion sampled"))
+    temperature: float = field(default=1.0, metadata=_help("sampling temperature"))
+    kl_coef: float = field(
+        default=0.05, metadata=_help("KL penalty coefficient beta (0: no reference model)")
+    )
+    clip_range: float = field(default=0.2, metadata=_help("policy ratio clip epsilon"))
+    ppo_epochs: int = field(default=1, metadata=_help("updates per generated batch (TRL's num_iterations)"))
+    system_prompt: str | None = field(default=None, metadata=_help("system message added to every prompt"))
+    chat_template: bool | None = field(
+        default=None,
+        metadata=_help("render prompts with the chat template (default: when the tokenizer has one)"),
+    )
+    learning_rate: float = field(default=1e-6, metadata=_help("peak learning rate"))
+    lora_dropout: float = field(
+        default=0.0, metadata=_help("dropout on the LoRA branch (dropout is turned off)")
+    )
+    max_eval_samples: int | None = field(default=64, metadata=_help("held-out prompts evaluated"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_generations < 2:
+            raise ValueError(
+                f"num_generations must be at least 2 (the group is the baseline), got {self.num_generations}"
+            )
+        if self.per_device_train_batch_size % self.num_generations:
+            raise ValueError(
+                f"per_device_train_batch_size ({self.per_device_train_batch_size}) must be a multiple of "
+                f"num_generations ({self.num_generations})"
+            )
+        if self.max_new_tokens < 1 or self.max_new_tokens >= self.max_length:
+            raise ValueError(f"max_new_tokens must be in [1, max_length), got {self.max_new_tokens}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.kl_coef < 0 or self.clip_range < 0 or self.ppo_epochs < 1:
+            raise ValueError("kl_coef and clip_range must be >= 0 and ppo_epochs >= 1")
+
+
+LENGTH_CAP_HELP = "prompt + completion cap: safealign drops longer prompts before TRL sees them"
+
+
+def shared_settings(cfg: OnlineRLConfig, data: StageData) -> dict[str, Any]:
+    """TRL fields GRPO and RLOO both take, from our config."""
+    return {
+        "num_generations": cfg.num_generations,
+        "max_completion_length": cfg.max_new_tokens,
+        "temperature": cfg.temperature,
+        "top_p": 1.0,
+        "top_k": 0,
+        "beta": cfg.kl_coef,
+        "epsilon": cfg.clip_range,
+        "num_iterations": cfg.ppo_epochs,
+        "disable_dropout": True,
+        "per_device_eval_batch_size": max(cfg.per_device_eval_batch_size, cfg.num_generations)
+        // cfg.num_generations
+        * cfg.num_generations,
+    }
+
+
+def build_reward_fn(cfg: OnlineRLConfig, reward_fn: RewardFn | None) -> RewardFn:
+    if reward_fn is not None:
+        return reward_fn
+    if cfg.reward is None or cfg.reward == "":
+        raise SafealignError(
+            "no reward given: set `reward:` in the recipe (or --reward NAME); see docs/ppo.md"
+        )
+    from reward.registry import build_reward
+
+    return build_reward(cfg.reward, source="reward")
+
+
+def make_online_trainer(ctx: StageContext, trainer_cls: type, reward_fn: RewardFn | None) -> Any:
+    """The TRL trainer on prompts shaped like PPO's, with the reference read from the saved input model."""
+    cfg: OnlineRLConfig = ctx.cfg
+    if ctx.source.kind == "adapter" and cfg.adapter != "full" and cfg.kl_coef > 0:
+        raise SafealignError(
+            f"{trainer_cls.__name__} on the LoRA adapter {ctx.source.spec}: TRL would take the bare base "
+            "(adapter off) as the KL reference, not the adapter's policy; save the previous stage merged "
+            "(merge_adapter: true), or use adapter: full, or kl_coef: 0"
+        )
+    limit = cfg.max_length - cfg.max_new_tokens
+    shaped = {}
+    for name, ds in (("train", ctx.data.train), ("eval", ctx.data.eval)):
+        if ds is not None:
+            shaped[name], dropped = prepare_for_trl(
+                ds, ctx.tokenizer, max_prompt_tokens=limit, system=cfg.system_prompt, chat=cfg.chat_template
+            )
+            ctx.data.info[f"{name}_dropped_too_long"] = dropped
+    if not len(shaped["train"]):
+        raise SafealignError(
+            f"{cfg.dataset}: every prompt is longer than max_length - max_new_tokens = {limit} tokens"
+        )
+    trainer = trainer_cls(
+        model=ctx.model,
+        reward_funcs=[build_reward_fn(cfg, reward_fn)],
+        args=ctx.args,
+        train_dataset=shaped["train"],
+        eval_dataset=shaped.get("eval") if shaped.get("eval") is not None and len(shaped["eval"]) else None,
+        processing_class=ctx.tokenizer,
+        peft_config=ctx.peft_config,
+        callbacks=ctx.callbacks,
+    )
+    if getattr(trainer, "ref_model", None) is not None and ctx.source.kind == "adapter":
+        # TRL rebuilt the reference from config._name_or_path, the adapter's base: use the merged input.
+        reference = load_causal_lm(ctx.source, ctx.precision, trust_remote_code=cfg.trust_remote_code)
+        reference.requires_grad_(False).eval()
+        trainer.ref_model = trainer.accelerator.prepare_model(reference, evaluation_mode=True)
+    return trainer
