@@ -54,7 +54,12 @@ def simple_greedy(model, context_ids, continuation_ids) -> bool:
 def test_batched_equals_one_at_a_time(tiny, padding_side, share_prefix, batch_size):
     model, tokenizer = tiny
     engine = LoglikEngine(
-        model, tokenizer, padding_side=padding_side, share_prefix=share_prefix, batch_size=batch_size
+        model,
+        tokenizer,
+        padding_side=padding_side,
+        share_prefix=share_prefix,
+        batch_size=batch_size,
+        greedy=True,
     )
     encoded = engine.encode(REQUESTS)
     results = engine.loglikelihood(REQUESTS)
@@ -65,6 +70,21 @@ def test_batched_equals_one_at_a_time(tiny, padding_side, share_prefix, batch_si
         assert got.token_logprobs == pytest.approx(want, abs=1e-5)
         assert got.logprob == pytest.approx(sum(want), abs=1e-5)
         assert got.greedy == simple_greedy(model, ctx, cont)
+
+
+def test_greedy_continuations_are_recognised(tiny):
+    model, tokenizer = tiny
+    engine = LoglikEngine(model, tokenizer, greedy=True)
+    ((ctx, _),) = engine.encode([("Hello!", " x")])
+    ids = list(ctx)
+    with torch.no_grad():
+        for _ in range(3):
+            ids.append(int(model(torch.tensor([ids])).logits[0, -1].argmax()))
+    greedy_cont = tuple(ids[len(ctx) :])
+    other = (greedy_cont[0], (greedy_cont[1] + 1) % len(tokenizer), greedy_cont[2])
+    got, not_greedy = engine.loglikelihood_tokens([(ctx, greedy_cont), (ctx, other)])
+    assert got.greedy is True and not_greedy.greedy is False
+    assert LoglikEngine(model, tokenizer).loglikelihood_tokens([(ctx, greedy_cont)])[0].greedy is None
 
 
 def test_small_token_budget_still_exact(tiny):
@@ -142,3 +162,20 @@ def test_peft_adapter_matches_its_merged_model(tiny, tmp_path):
     for (ctx, cont), got in zip(engine.encode(REQUESTS), results, strict=True):
         assert got.token_logprobs == pytest.approx(simple_logprobs(merged, ctx, cont), abs=1e-5)
     assert any(abs(a.logprob - b.logprob) > 1e-3 for a, b in zip(results, reference, strict=True))
+
+
+def test_bench_reports_all_three_modes(tiny_model, tmp_path, monkeypatch, capsys):
+    from alignment.evaluation import bench
+
+    monkeypatch.delenv("SAFEALIGN_DATA_DIR", raising=False)
+    out = tmp_path / "bench.json"
+    assert (
+        bench.main(["--model", tiny_model, "--n", "6", "--items", "0", "--repeats", "1", "--out", str(out)])
+        == 0
+    )
+    import json
+
+    report = json.loads(out.read_text())
+    assert set(report["sentences"]["requests_per_s"]) == {"engine", "bare", "loop"}
+    assert report["sentences"]["engine_vs_loop_cpu"] > 0
+    assert report["sentences"]["requests"] == 6

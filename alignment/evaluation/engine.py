@@ -38,12 +38,12 @@ Tokens = tuple[int, ...]
 
 @dataclass(frozen=True)
 class Scored:
-    """Log-likelihood of one continuation: the sum, one value per token, and whether greedy decoding
-    would have produced exactly this continuation."""
+    """Log-likelihood of one continuation: the sum, one value per token, and (when the engine tracks it)
+    whether greedy decoding would have produced exactly this continuation."""
 
     logprob: float
     token_logprobs: tuple[float, ...]
-    greedy: bool
+    greedy: bool | None = None
 
     @property
     def n_tokens(self) -> int:
@@ -53,6 +53,11 @@ class Scored:
     def mean_logprob(self) -> float:
         """Average log-probability per token (the log of the geometric mean token probability)."""
         return self.logprob / max(1, self.n_tokens)
+
+
+def _all(flags: Sequence[bool | None]) -> bool | None:
+    """All true, or None when greedy matches were not tracked."""
+    return None if any(f is None for f in flags) else all(flags)
 
 
 def _model_max_length(model: Any, tokenizer: Any) -> int:
@@ -83,6 +88,7 @@ class LoglikEngine:
         prefix_token: ``auto`` (BOS, else EOS), ``bos``, ``eos``, or a token string.
         max_length: longest sequence; longer contexts are cut on the left (default: the model's limit).
         progress: called with the number of requests finished after each batch.
+        greedy: also record whether each continuation is the greedy one (an extra pass over the logits).
         forward_overhead: the fixed cost of one forward pass, in tokens' worth of compute; batching
             trades it against padding.
 
@@ -103,6 +109,7 @@ class LoglikEngine:
         max_length: int | None = None,
         progress: Callable[[int], None] | None = None,
         forward_overhead: int = 48,
+        greedy: bool = False,
     ) -> None:
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
@@ -117,6 +124,7 @@ class LoglikEngine:
         self.max_length = max_length or _model_max_length(model, tokenizer)
         self.progress = progress
         self.forward_overhead = forward_overhead
+        self.greedy = greedy
         self.device = next(model.parameters()).device
         self.pad_id = self._pad_id()
         self.prefix_id = self._prefix_id(prefix_token)
@@ -296,9 +304,10 @@ class LoglikEngine:
         logits = logits.float()
         target_logits = logits.gather(-1, targets[:, None]).squeeze(-1)
         logprobs = target_logits - torch.logsumexp(logits, dim=-1)
-        greedy = logits.argmax(dim=-1) == targets
         self.stats["scored_tokens"] += int(targets.numel())
-        return logprobs.tolist(), greedy.tolist()
+        if not self.greedy:
+            return logprobs.tolist(), [None] * len(targets)
+        return logprobs.tolist(), (logits.argmax(dim=-1) == targets).tolist()
 
     def _pack(self, rows: list[list[int]], left: bool) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
         width = max(len(r) for r in rows)
@@ -352,7 +361,7 @@ class LoglikEngine:
             for i in chosen:
                 n = len(items[i][1])
                 lp = logprobs[pos : pos + n]
-                results[items[i]] = Scored(float(sum(lp)), tuple(lp), all(greedy[pos : pos + n]))
+                results[items[i]] = Scored(float(sum(lp)), tuple(lp), _all(greedy[pos : pos + n]))
                 pos += n
             if self.progress:
                 self.progress(len(chosen))
@@ -376,11 +385,12 @@ class LoglikEngine:
             self._score_full([(c, t) for c in batch_contexts for t in groups[c]], results)
             return
         last_logprobs = torch.log_softmax(last_logits.float(), dim=-1)
-        last_greedy = last_logits.argmax(dim=-1)
+        last_greedy = last_logits.argmax(dim=-1) if self.greedy else None
         rows = [(r, ctx, cont) for r, ctx in enumerate(batch_contexts) for cont in groups[ctx]]
         first = {}
         for r, ctx, cont in rows:
-            first[(ctx, cont)] = (float(last_logprobs[r, cont[0]]), bool(last_greedy[r] == cont[0]))
+            greedy = None if last_greedy is None else bool(last_greedy[r] == cont[0])
+            first[(ctx, cont)] = (float(last_logprobs[r, cont[0]]), greedy)
         self.stats["scored_tokens"] += len(rows)
         tails = sorted((row for row in rows if len(row[2]) > 1), key=lambda row: len(row[2]), reverse=True)
         context_width = ids.shape[1]
@@ -415,6 +425,6 @@ class LoglikEngine:
             lp0, g0 = first[(ctx, cont)]
             lps, gs = tail_logprobs.get((ctx, cont), ([], []))
             token_lps = (lp0, *lps)
-            results[(ctx, cont)] = Scored(float(sum(token_lps)), tuple(token_lps), g0 and all(gs))
+            results[(ctx, cont)] = Scored(float(sum(token_lps)), tuple(token_lps), _all([g0, *gs]))
         if self.progress:
             self.progress(len(rows))

@@ -63,6 +63,11 @@ def run(ctx: SuiteContext) -> SuiteOutput:
         temperature=opts["temperature"],
         top_p=opts["top_p"],
     )
+    # A ToxiGen prompt is a list of "- statement" lines: its continuation is the next line only.
+    completions = [
+        [c.split("\n")[0] if p.source == "toxigen" else c for c in texts]
+        for p, texts in zip(prompts, completions, strict=True)
+    ]
     flat = [c.strip() for texts in completions for c in texts]
     scores = np.asarray(scorer.score(flat), dtype=float).reshape(len(prompts), opts["num_samples"])
     threshold = float(opts["threshold"])
