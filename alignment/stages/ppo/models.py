@@ -1,0 +1,209 @@
+"""Policy with value head, the reference policy, and collecting scored rollouts for the PPO stage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from alignment.errors import SafealignError
+from alignment.rl.kl import kl_per_token
+from alignment.rl.prompts import PromptSet, left_pad
+from alignment.rl.rollout import (
+    RewardFn,
+    reference_logprobs,
+    response_mask,
+    reward_components,
+    rollout_statistics,
+    sample_responses,
+    score_completions,
+)
+from alignment.rl.update import Rollouts
+from alignment.rl.value_head import PolicyWithValue
+from alignment.stages.common import load_causal_lm, load_stage_model
+
+if TYPE_CHECKING:
+    from alignment.stages.ppo.config import PPOStageConfig
+
+REFERENCE_ADAPTER = "reference"
+
+
+@dataclass
+class Models:
+    """The trained policy (with its value head), how to get reference log-probs, and the tokenizer."""
+
+    policy: PolicyWithValue
+    tokenizer: Any
+    reference: Any  # a frozen LM, or None when the reference is the base under the (disabled) adapters
+    reference_adapter: bool  # the reference is a frozen copy of a continued adapter
+    saved_as_adapter: bool
+
+    def peft_model(self) -> Any:
+        return self.policy.policy
+
+    @contextmanager
+    def reference_lm(self) -> Iterator[Any]:
+        """The LM whose log-probs define the reference policy (no second copy under LoRA)."""
+        if self.reference is not None:
+            yield self.reference
+        elif self.reference_adapter:
+            peft = self.peft_model()
+            peft.set_adapter(REFERENCE_ADAPTER, inference_mode=True)
+            try:
+                yield peft
+            finally:
+                peft.set_adapter("default")
+        else:
+            with self.peft_model().disable_adapter():
+                yield self.peft_model()
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Set every dropout probability to 0: PPO's ratios need the same log-probs in rollout and update."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+def load_models(cfg: PPOStageConfig, source: Any, precision: Any) -> Models:
+    """Policy (+ value head) and reference from disk; LoRA keeps a single copy of the base weights."""
+    model, tokenizer, peft_config = load_stage_model(cfg, source, precision)
+    reference = None
+    reference_adapter = False
+    if cfg.adapter == "full":
+        reference = load_causal_lm(source, precision, trust_remote_code=cfg.trust_remote_code)
+        reference.requires_grad_(False).eval()
+    elif peft_config is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, peft_config)
+    else:  # continuing a LoRA adapter: the reference is a frozen copy of that adapter
+        model.load_adapter(source.path, adapter_name=REFERENCE_ADAPTER, is_trainable=False)
+        model.set_adapter("default")
+        reference_adapter = True
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    policy = PolicyWithValue(model)
+    disable_dropout(policy)
+    return Models(policy, tokenizer, reference, reference_adapter, saved_as_adapter=cfg.adapter != "full")
+
+
+def eos_token_ids(tokenizer: Any, model: Any) -> list[int]:
+    """The tokens that end a completion: the tokenizer's EOS plus the model's generation EOS ids."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    return sorted(i for i in ids if i is not None)
+
+
+# --------------------------------------------------------------------------------------- rollouts
+
+
+@dataclass
+class Sampled:
+    rollouts: Rollouts
+    completions: list[Any]
+    ended: torch.Tensor
+    raw_scores: list[float]
+    components: dict[str, float]
+
+
+def collect(
+    models: Models,
+    accelerator: Any,
+    cfg: PPOStageConfig,
+    reward_fn: RewardFn,
+    eos_ids: list[int],
+    prompts: list[Any],
+    token_ids: list[list[int]],
+    columns: dict[str, list[Any]],
+) -> Sampled:
+    """Sample, score and evaluate one batch of prompts (no gradients)."""
+    tokenizer = models.tokenizer
+    device = accelerator.device
+    query_ids, query_mask = (t.to(device) for t in left_pad(token_ids, tokenizer.pad_token_id))
+    policy = models.policy
+    with torch.no_grad(), accelerator.autocast():
+        responses = sample_responses(
+            policy.policy,
+            query_ids,
+            query_mask,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            eos_token_ids=eos_ids,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        mask, ended = response_mask(responses, eos_ids)
+        responses = responses.masked_fill(mask == 0, tokenizer.pad_token_id)
+        completion_ids = [row[m.bool()].tolist() for row, m in zip(responses, mask, strict=True)]
+        texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+        completions: list[Any] = [
+            t if isinstance(p, str) else [{"role": "assistant", "content": t}]
+            for p, t in zip(prompts, texts, strict=True)
+        ]
+        try:
+            raw = score_completions(reward_fn, prompts, completions, completion_ids, **columns)
+        except ValueError as exc:
+            raise SafealignError(f"reward: {exc}") from exc
+        scores = torch.tensor(raw, dtype=torch.float32, device=device)
+        if cfg.missing_eos_penalty is not None:
+            scores = scores - cfg.missing_eos_penalty * (~ended).float()
+        chunk = cfg.per_device_train_batch_size
+        logprobs, values, entropy = rollout_statistics(
+            policy, query_ids, query_mask, responses, mask, cfg.temperature, chunk
+        )
+        with models.reference_lm() as ref:
+            ref_logprobs = reference_logprobs(
+                ref, query_ids, query_mask, responses, mask, cfg.temperature, chunk
+            )
+    rollouts = Rollouts(
+        query_ids, query_mask, responses, mask, logprobs, ref_logprobs, values, scores, entropy=entropy
+    )
+    return Sampled(rollouts, completions, ended, raw, reward_components(reward_fn))
+
+
+def global_mean(accelerator: Any, values: dict[str, float]) -> dict[str, float]:
+    """Average per-process statistics over processes (NaN stays NaN)."""
+    if accelerator.num_processes == 1 or not values:
+        return values
+    keys = sorted(values)
+    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=accelerator.device)
+    reduced = accelerator.reduce(tensor, reduction="mean")
+    return {k: float(v) for k, v in zip(keys, reduced.tolist(), strict=True)}
+
+
+def evaluate_heldout(
+    models: Models,
+    accelerator: Any,
+    cfg: PPOStageConfig,
+    reward_fn: RewardFn,
+    eos_ids: list[int],
+    data: PromptSet,
+) -> dict[str, float]:
+    """Mean reward, KL and length of one sampled completion per held-out prompt (sharded over processes)."""
+    rank, world = accelerator.process_index, accelerator.num_processes
+    indices = list(range(rank, len(data), world))
+    total = {"eval_reward": 0.0, "eval_kl": 0.0, "eval_response_length": 0.0}
+    count = 0
+    torch.manual_seed(cfg.seed + 7919 + rank)  # the same held-out samples before and after training
+    batch = max(cfg.per_device_eval_batch_size, 1)
+    for start in range(0, len(indices), batch):
+        prompts, token_ids, columns = data.select(indices[start : start + batch])
+        sampled = collect(models, accelerator, cfg, reward_fn, eos_ids, prompts, token_ids, columns)
+        r = sampled.rollouts
+        kl = (kl_per_token(r.logprobs, r.ref_logprobs, cfg.kl_estimator) * r.response_mask).sum(1)
+        total["eval_reward"] += float(sum(sampled.raw_scores))
+        total["eval_kl"] += float(kl.sum())
+        total["eval_response_length"] += float(r.response_mask.sum())
+        count += len(prompts)
+    keys = sorted(total)
+    tensor = torch.tensor([total[k] for k in keys] + [count], dtype=torch.float64, device=accelerator.device)
+    if world > 1:
+        tensor = accelerator.reduce(tensor, reduction="sum")
+    n = max(float(tensor[-1]), 1.0)
+    result = {k: float(v) / n for k, v in zip(keys, tensor[:-1].tolist(), strict=True)}
+    result["eval_prompts"] = int(tensor[-1])
+    return result

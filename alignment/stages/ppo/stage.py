@@ -1,0 +1,258 @@
+"""``run_ppo``: the PPO stage in its run directory (skip, resume, force, ``stage.json``, manifest)."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import alignment.stages.prompt_data  # noqa: F401  (registers the `prompt` dataset kind)
+from alignment.errors import SafealignError
+from alignment.rl.prompts import PromptSet, encode_prompts
+from alignment.rl.rollout import RewardFn
+from alignment.rl.update import GuardTripped
+from alignment.stages.common import base_pointer, choose_precision, resolve_input_model
+from alignment.stages.data import load_stage_data
+from alignment.stages.ppo.checkpoint import save_final
+from alignment.stages.ppo.config import PPOStageConfig
+from alignment.stages.ppo.models import load_models
+from alignment.stages.ppo.trainer import PPOTrainer
+from alignment.stages.rundir import StageDir
+from alignment.stages.runner import _broadcast, _now, config_hash, default_output_dir, peak_memory
+
+STAGE = "ppo"
+
+
+def _load_prompts(
+    cfg: PPOStageConfig, sd: StageDir, tokenizer: Any
+) -> tuple[PromptSet, PromptSet | None, dict]:
+    data = load_stage_data(
+        cfg.dataset,
+        "prompt",
+        train_split=cfg.train_split,
+        eval_split=cfg.eval_split,
+        max_train_samples=cfg.max_train_samples,
+        max_eval_samples=cfg.max_eval_samples,
+        seed=cfg.seed,
+        build_dir=sd.dataset,
+    )
+    limit = cfg.max_length - cfg.max_new_tokens
+    encode = dict(max_prompt_tokens=limit, system=cfg.system_prompt, chat=cfg.chat_template)
+    train = encode_prompts(tokenizer, list(data.train), **encode)
+    if not len(train):
+        raise SafealignError(
+            f"{cfg.dataset}: every prompt is longer than max_length - max_new_tokens = {limit} tokens; "
+            "raise max_length or lower max_new_tokens"
+        )
+    heldout = encode_prompts(tokenizer, list(data.eval), **encode) if data.eval is not None else None
+    info = dict(data.info, train_prompts=len(train), train_dropped_too_long=train.dropped)
+    if heldout is not None:
+        info.update(eval_prompts=len(heldout), eval_dropped_too_long=heldout.dropped)
+    return train, (heldout if heldout is not None and len(heldout) else None), info
+
+
+def _build_reward(cfg: PPOStageConfig, reward_fn: RewardFn | None) -> RewardFn:
+    if reward_fn is not None:
+        return reward_fn
+    if cfg.reward is None or cfg.reward == "":
+        raise SafealignError(
+            "no reward given: set `reward:` in the recipe (or --reward NAME); see docs/ppo.md"
+        )
+    from reward.registry import build_reward
+
+    return build_reward(cfg.reward, source="reward")
+
+
+def _summary(history: list[dict[str, Any]], evals: list[dict[str, Any]], window: int = 5) -> dict[str, Any]:
+    """Start and end of the reward and KL curves (means over the first and last ``window`` steps)."""
+    metrics: dict[str, Any] = {}
+    if history:
+        head, tail = history[:window], history[-window:]
+        for key in ("reward", "kl", "entropy", "response_length"):
+            for name, part in (("start", head), ("end", tail)):
+                values = [
+                    r[key] for r in part if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])
+                ]
+                if values:
+                    metrics[f"{key}_{name}"] = round(sum(values) / len(values), 6)
+        metrics["kl_coef_end"] = history[-1].get("kl_coef")
+    if evals:
+        for key in ("eval_reward", "eval_kl"):
+            metrics[f"{key}_start"] = evals[0].get(key)
+            metrics[f"{key}_end"] = evals[-1].get(key)
+        metrics["eval_prompts"] = evals[-1].get("eval_prompts")
+    return metrics
+
+
+def run_ppo(
+    config: PPOStageConfig, out_dir: str | Path | None = None, *, reward_fn: RewardFn | None = None
+) -> Path:
+    """Run (or skip, or resume) the PPO stage; returns the saved model directory ``out_dir/model``.
+
+    ``reward_fn`` overrides ``config.reward`` with a callable (Python API); it is not part of the config
+    hash, so resuming or skipping trusts the caller to pass the same function.
+    """
+    from accelerate import Accelerator
+
+    from alignment.cli.console import err
+    from alignment.runs import finish_run, start_run
+
+    cfg = config
+    precision = choose_precision(cfg.precision, cfg.adapter)
+    if precision.quantize_4bit:
+        raise SafealignError("adapter 'qlora' is not supported by the PPO stage yet: use 'lora' or 'full'")
+    trackers = [t for t in cfg.report_to if t != "none"]
+    sd = StageDir(Path(out_dir) if out_dir is not None else default_output_dir(STAGE, cfg))
+    accelerator = Accelerator(
+        mixed_precision={"bf16": "bf16", "fp16": "fp16"}.get(precision.name, "no"),
+        log_with=trackers or None,
+        project_dir=str(sd.root / "logs") if trackers else None,
+        cpu=precision.device == "cpu",
+    )
+    is_main = accelerator.is_main_process
+    chash, hashed = config_hash(cfg), cfg.hashed_items()
+    decision = _broadcast(
+        lambda: sd.decide(STAGE, chash, hashed, resume=cfg.resume, force=cfg.force), accelerator.state
+    )
+    if decision.action == "skip":
+        if is_main:
+            err.print(f"[green]{decision.note}[/]")
+        return sd.model
+    if is_main and decision.note:
+        err.print(f"[dim]{decision.note}[/]")
+    source = resolve_input_model(cfg.model)
+    previous = (sd.read() or {}) if decision.action == "resume" else {}
+    record: dict[str, Any] = {
+        "stage": STAGE,
+        "status": "running",
+        "config": cfg.to_dict(),
+        "config_hash": chash,
+        "config_hashed": hashed,
+        "input_model": {
+            "spec": cfg.model,
+            "kind": source.kind,
+            "path": source.path,
+            "base": base_pointer(source),
+        },
+        "precision": {
+            "device": precision.device,
+            "name": precision.name,
+            "load_dtype": precision.load_dtype,
+            "quantized_4bit": False,
+        },
+        "started_at": previous.get("started_at") or _now(),
+        "segments": previous.get("segments", []),
+        "last_checkpoint_step": previous.get("last_checkpoint_step"),
+        "processes": accelerator.num_processes,
+    }
+    run = None
+    if is_main:
+        sd.root.mkdir(parents=True, exist_ok=True)
+        sd.write(record)
+        run = start_run(sd.root.name, command=sys.argv, config=cfg, seed=cfg.seed, root=sd.root.parent)
+
+    def save_record(**fields: Any) -> None:
+        record.update(fields)
+        if is_main:
+            sd.write(record)
+
+    t0 = time.monotonic()
+    previous_segments = list(record["segments"])
+    segment: dict[str, Any] = {"started_at": _now(), "from_step": 0}
+
+    def on_checkpoint(step: int) -> None:  # a later resume counts the time up to this checkpoint
+        elapsed = dict(segment, to_step=step, wall_time_s=round(time.monotonic() - t0, 3))
+        save_record(last_checkpoint_step=step, segments=previous_segments + [elapsed])
+
+    try:
+        reward = _build_reward(cfg, reward_fn)
+        torch.manual_seed(cfg.seed)  # value-head and LoRA initialisation
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        models = load_models(cfg, source, precision)
+        loaded: dict[str, Any] = {}
+
+        def load_on_main() -> bool:
+            loaded["data"] = _load_prompts(cfg, sd, models.tokenizer)
+            return True
+
+        _broadcast(load_on_main, accelerator.state)  # a builder spec is built once, by the main process
+        train, heldout, data_info = loaded["data"] if is_main else _load_prompts(cfg, sd, models.tokenizer)
+        save_record(
+            dataset=data_info,
+            reward={
+                "spec": cfg.reward if reward_fn is None else None,
+                "callable": getattr(reward, "__name__", type(reward).__name__),
+                "info": getattr(reward, "info", None),
+            },
+        )
+        trainer = PPOTrainer(cfg, models, accelerator, reward, train, heldout, sd, on_checkpoint)
+        if decision.checkpoint is not None:
+            trainer.resume(decision.checkpoint)
+        start_step = segment["from_step"] = trainer.step
+        trainer.prepare()
+        if trackers:
+            accelerator.init_trackers(sd.root.name, config={k: str(v) for k, v in cfg.to_dict().items()})
+        try:
+            trainer.train(err)
+        except GuardTripped as exc:
+            kept = trainer.keep_checkpoint(str(exc))
+            save_record(
+                status="stopped", stopped={"step": trainer.step, "reason": str(exc), "checkpoint": str(kept)}
+            )
+            where_kept = f"checkpoint kept at {kept}" if kept else "no checkpoint could be kept"
+            raise SafealignError(f"PPO stopped at step {trainer.step}: {exc}; {where_kept}") from exc
+        model_record = {}
+        if is_main:
+            model_record = save_final(
+                sd,
+                models.policy,
+                models.tokenizer,
+                source,
+                merge=cfg.merge_adapter,
+                trust_remote_code=cfg.trust_remote_code,
+            )
+        accelerator.wait_for_everyone()
+        segment.update(ended_at=_now(), to_step=trainer.step, wall_time_s=round(time.monotonic() - t0, 3))
+        segments = previous_segments + [segment]
+        save_record(
+            status="completed",
+            ended_at=_now(),
+            metrics=_summary(trainer.history, trainer.evals),
+            curves={"train": trainer.history, "eval": trainer.evals},
+            model=model_record,
+            steps={
+                "global_step": trainer.step,
+                "max_steps": trainer.steps,
+                "resumed_from_step": start_step or None,
+            },
+            segments=segments,
+            wall_time_s=round(sum(s.get("wall_time_s", 0.0) for s in segments), 3),
+            step_time=trainer.step_time(),
+            peak_memory=peak_memory(),
+        )
+        if trackers:
+            accelerator.end_training()
+        if run is not None:
+            finish_run(run, stage=STAGE, model=str(sd.model))
+    except BaseException as exc:
+        status = record.get("status")
+        if status != "stopped":
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        segment.update(ended_at=_now(), wall_time_s=round(time.monotonic() - t0, 3))
+        save_record(
+            status=status,
+            error=f"{type(exc).__name__}: {exc}",
+            segments=previous_segments + [segment],
+            peak_memory=peak_memory(),
+        )
+        if run is not None:
+            finish_run(run, status, error=f"{type(exc).__name__}: {exc}")
+        raise
+    if is_main:
+        err.print(f"[green]ppo finished[/]: model in {sd.model}")
+    return sd.model

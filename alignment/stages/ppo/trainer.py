@@ -1,0 +1,252 @@
+"""The PPO loop: rollout, guards, PPO update, logging, held-out evaluation and checkpoints."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignment.rl.kl import KLController
+from alignment.rl.prompts import PromptSet, batch_indices
+from alignment.rl.rollout import RewardFn
+from alignment.rl.update import GuardTripped, ppo_update
+from alignment.stages.ppo.checkpoint import TRAINER_STATE, load_checkpoint, params_finite, save_checkpoint
+from alignment.stages.ppo.config import PPOStageConfig
+from alignment.stages.ppo.display import LiveLog
+from alignment.stages.ppo.models import Models, Sampled, collect, eos_token_ids, evaluate_heldout, global_mean
+from alignment.stages.rundir import StageDir, last_complete_checkpoint
+
+
+def total_steps(cfg: PPOStageConfig, n_prompts: int, world_size: int) -> int:
+    """``max_steps``, or enough iterations to see every prompt ``num_train_epochs`` times.
+
+    >>> total_steps(PPOStageConfig(max_steps=-1, num_train_epochs=2, rollout_batch_size=8), 20, 1)
+    5
+    """
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    return max(1, math.ceil(cfg.num_train_epochs * n_prompts / (cfg.rollout_batch_size * world_size)))
+
+
+class PPOTrainer:
+    """The PPO loop of one stage run: optimiser, scheduler, KL controller and logged history.
+
+    ``train()`` runs the remaining iterations; each one is :meth:`rollout`, :meth:`check_guards` and
+    :meth:`update`. A tripped guard raises :class:`SafealignError` after keeping a checkpoint.
+    """
+
+    def __init__(
+        self,
+        cfg: PPOStageConfig,
+        models: Models,
+        accelerator: Any,
+        reward: RewardFn,
+        train: PromptSet,
+        heldout: PromptSet | None,
+        sd: StageDir,
+        on_checkpoint: Callable[[int], None],
+    ) -> None:
+        from transformers import get_scheduler
+
+        self.cfg, self.models, self.accelerator, self.reward = cfg, models, accelerator, reward
+        self.train_prompts, self.heldout, self.sd, self.on_checkpoint = train, heldout, sd, on_checkpoint
+        self.is_main = accelerator.is_main_process
+        self.eos_ids = eos_token_ids(models.tokenizer, models.peft_model())
+        self.steps = total_steps(cfg, len(train), accelerator.num_processes)
+        self.params = [p for p in models.policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            self.params, lr=cfg.learning_rate, eps=1e-5, weight_decay=cfg.weight_decay
+        )
+        warmup = int(cfg.warmup_steps * self.steps) if cfg.warmup_steps < 1 else int(cfg.warmup_steps)
+        self.scheduler = get_scheduler(
+            cfg.lr_scheduler_type, self.optimizer, num_warmup_steps=warmup, num_training_steps=self.steps
+        )
+        self.controller = KLController(cfg.kl_coef, target=cfg.kl_target, horizon=cfg.kl_horizon)
+        self.hp = cfg.hyperparameters()
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.evals: list[dict[str, Any]] = []
+        self.step_times: list[float] = []
+        self.model = models.policy  # the module the updates run through (DDP-wrapped after prepare)
+
+    def resume(self, checkpoint: Path) -> None:
+        state = load_checkpoint(checkpoint, self.models.policy, self.optimizer, self.scheduler)
+        self.step = int(state["step"])
+        self.controller.value = float(state["kl_coef"])
+        self.history, self.evals = list(state.get("history", [])), list(state.get("evals", []))
+
+    def prepare(self) -> None:
+        """Hand the policy and optimiser to accelerate (device placement, DDP, mixed precision)."""
+        self.model, self.optimizer = self.accelerator.prepare(self.models.policy, self.optimizer)
+        self.models.policy = self.accelerator.unwrap_model(self.model)
+        if self.models.reference is not None:
+            self.models.reference.to(self.accelerator.device)
+
+    def _seed(self, step: int) -> int:
+        return (self.cfg.seed * 1_000_003 + step * 7_919 + self.accelerator.process_index) % (2**63 - 1)
+
+    def rollout(self) -> Sampled:
+        """Sample and score this iteration's prompts (seeded by ``(seed, step, process)``)."""
+        acc = self.accelerator
+        torch.manual_seed(self._seed(self.step))
+        indices = batch_indices(
+            len(self.train_prompts),
+            self.cfg.rollout_batch_size,
+            self.step,
+            self.cfg.seed,
+            acc.process_index,
+            acc.num_processes,
+        )
+        prompts, token_ids, columns = self.train_prompts.select(indices)
+        self.models.policy.eval()
+        return collect(self.models, acc, self.cfg, self.reward, self.eos_ids, prompts, token_ids, columns)
+
+    def check_guards(self, sampled: Sampled) -> None:
+        """Raise :class:`GuardTripped` for non-finite rewards or a KL above the ceiling (before updating)."""
+        acc = self.accelerator
+        counts = torch.tensor(
+            [sum(not math.isfinite(v) for v in sampled.raw_scores), len(sampled.raw_scores)],
+            device=acc.device,
+        )
+        if acc.num_processes > 1:
+            counts = acc.reduce(counts, reduction="sum")
+        if int(counts[0]):
+            raise GuardTripped(
+                f"the reward function returned NaN/inf (or None) for {int(counts[0])} of "
+                f"{int(counts[1])} completions"
+            )
+        r = sampled.rollouts
+        kl = float(((r.logprobs - r.ref_logprobs) * r.response_mask).sum(1).mean())
+        kl = global_mean(acc, {"kl": kl})["kl"]
+        if self.cfg.kl_ceiling is not None and kl > self.cfg.kl_ceiling:
+            raise GuardTripped(
+                f"the KL to the reference ({kl:.2f} nats per completion) exceeds "
+                f"kl_ceiling {self.cfg.kl_ceiling}"
+            )
+
+    def update(self, sampled: Sampled) -> dict[str, Any]:
+        """PPO epochs on the rollouts; returns the logged row of this iteration."""
+        acc = self.accelerator
+        generator = torch.Generator().manual_seed(self._seed(self.step))
+        self.models.policy.train()
+        stats = ppo_update(
+            self.model,
+            self.optimizer,
+            sampled.rollouts,
+            self.controller.value,
+            self.hp,
+            generator=generator,
+            backward=acc.backward,
+            clip_grad=lambda n: acc.clip_grad_norm_(self.params, n),
+            no_sync=(lambda: acc.no_sync(self.model)) if acc.num_processes > 1 else None,
+            scheduler=self.scheduler,
+        )
+        r = sampled.rollouts
+        mask = r.response_mask.float()
+        raw = torch.tensor(sampled.raw_scores)
+        local = {
+            "reward": float(raw.mean()),
+            "reward_std": float(raw.std()) if len(raw) > 1 else 0.0,
+            "score": float(r.scores.mean()),
+            "entropy": float((r.entropy * mask).sum() / mask.sum().clamp(min=1)),
+            "response_length": float(mask.sum(1).mean()),
+            "ended_fraction": float(sampled.ended.float().mean()),
+            **{f"reward/{k}": v for k, v in sampled.components.items()},
+            **stats,
+        }
+        row = global_mean(acc, local)
+        self.controller.update(row["kl"], n_steps=self.cfg.rollout_batch_size * acc.num_processes)
+        return {
+            "step": self.step + 1,
+            **{k: round(v, 6) for k, v in row.items()},
+            "kl_coef": round(self.controller.value, 8),
+            "learning_rate": self.scheduler.get_last_lr()[0],
+        }
+
+    def evaluate(self, console: Any) -> None:
+        """Score one sample per held-out prompt and append it to the eval curve."""
+        self.models.policy.eval()
+        result = evaluate_heldout(
+            self.models, self.accelerator, self.cfg, self.reward, self.eos_ids, self.heldout
+        )
+        self.evals.append({"step": self.step, **{k: round(v, 6) for k, v in result.items()}})
+        if self.is_main:
+            console.print(
+                f"[dim]ppo held-out at step {self.step}: reward {result['eval_reward']:.4f}, "
+                f"KL {result['eval_kl']:.3f} over {result['eval_prompts']} prompts[/]"
+            )
+
+    def save(self, **extra: Any) -> Path | None:
+        """Checkpoint the current state as ``checkpoint-<step>`` (main process; all processes wait)."""
+        path = None
+        if self.is_main:
+            state = {"kl_coef": self.controller.value, "history": self.history, "evals": self.evals, **extra}
+            path = save_checkpoint(
+                self.sd,
+                self.step,
+                self.models.policy,
+                self.optimizer,
+                self.scheduler,
+                state,
+                self.cfg.save_total_limit,
+            )
+            self.on_checkpoint(self.step)
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def keep_checkpoint(self, reason: str) -> Path | None:
+        """The checkpoint kept when a guard trips: this step's (saved now unless it exists), or the newest
+        complete one when the weights are no longer finite."""
+        existing = self.sd.checkpoints / f"checkpoint-{self.step}"
+        if (existing / TRAINER_STATE).is_file():
+            return existing
+        if params_finite(self.models.policy):
+            return self.save(stopped=reason)
+        return last_complete_checkpoint(self.sd.checkpoints)
+
+    def train(self, console: Any) -> None:
+        """Run the iterations left (all of them, or those after the resumed checkpoint)."""
+        cfg = self.cfg
+        live = LiveLog(f"ppo {self.sd.root.name}", self.steps, self.step, enabled=self.is_main)
+        try:
+            if self.heldout is not None and self.step == 0 and not self.evals:
+                self.evaluate(console)
+            while self.step < self.steps:
+                started = time.perf_counter()
+                sampled = self.rollout()
+                self.check_guards(sampled)
+                row = self.update(sampled)
+                self.step += 1
+                self.step_times.append(time.perf_counter() - started)
+                row["step_time_s"] = round(self.step_times[-1], 4)
+                logged = self.step % cfg.logging_steps == 0 or self.step == self.steps
+                if logged:
+                    self.history.append(row)
+                    if self.accelerator.trackers:
+                        self.accelerator.log(row, step=self.step)
+                live.advance(self.step, row if logged else None)
+                if self.heldout is not None and cfg.eval_steps and self.step % cfg.eval_steps == 0:
+                    if self.step < self.steps:
+                        self.evaluate(console)
+                if self.step % cfg.save_steps == 0 or self.step == self.steps:
+                    self.save()
+        finally:
+            live.close()
+        if self.heldout is not None and self.evals[-1]["step"] != self.steps:
+            self.evaluate(console)
+
+    def step_time(self) -> dict[str, Any]:
+        """Median and spread of the iteration times, leaving out the first (warm-up)."""
+        times = sorted(self.step_times[1:] or self.step_times)
+        if not times:
+            return {"n": 0}
+        return {
+            "n": len(times),
+            "median_s": round(times[len(times) // 2], 4),
+            "p10_s": round(times[int(0.1 * (len(times) - 1))], 4),
+            "p90_s": round(times[int(0.9 * (len(times) - 1))], 4),
+        }
