@@ -236,7 +236,7 @@ class PPOTrainer:
                     self.save()
         finally:
             live.close()
-        if self.heldout is not None and self.evals[-1]["step"] != self.steps:
+        if self.heldout is not None and (not self.evals or self.evals[-1]["step"] != self.steps):
             self.evaluate(console)
 
     def step_time(self) -> dict[str, Any]:
