@@ -19,7 +19,19 @@ from alignment.pipeline import load_pipeline
 STAGE = {"per_device_train_batch_size": 4, "max_length": 512, "save_steps": 2, "logging_steps": 1}
 
 
-def recipe(tmp_path: Path, name: str, suites: list[str] | None, max_steps: int = 4) -> Path:
+PPO = {
+    "max_steps": 2,
+    "rollout_batch_size": 4,
+    "per_device_train_batch_size": 4,
+    "ppo_epochs": 1,
+    "max_new_tokens": 8,
+    "max_length": 512,
+    "save_steps": 1,
+    "max_eval_samples": 4,
+}
+
+
+def recipe(tmp_path: Path, name: str, suites: list[str] | None, max_steps: int = 4, rl: bool = False) -> Path:
     data = {
         "name": name,
         "model": "tiny-random",
@@ -39,6 +51,11 @@ def recipe(tmp_path: Path, name: str, suites: list[str] | None, max_steps: int =
         ],
         "evaluation": {"preset": "quick", "limit": 4, "suites": suites},
     }
+    if rl:  # the full chain: a classifier for the stereotype suite and reward, and a PPO stage
+        data["data"]["prompts"] = {"kind": "prompts", "source": "rtp", "limit": 40}
+        data["stereotype_classifier"] = {"mode": "head", "limit": 40, "epochs": 2}
+        data["reward"] = {"components": [{"reward": "non_toxic"}, {"reward": "anti_stereotype"}]}
+        data["stages"].append({"name": "ppo", "type": "ppo", "dataset": "prompts", "config": PPO})
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -51,20 +68,20 @@ def test_whole_pipeline_reports_every_stage_and_suite_and_rerun_does_no_work(
     from alignment.evaluation import SUITES
 
     runs = tmp_path / "runs"
-    result = cli("pipeline", "--config", recipe(tmp_path, "full", None), "--runs-dir", runs)
+    result = cli("pipeline", "--config", recipe(tmp_path, "full", None, rl=True), "--runs-dir", runs)
     assert result.code == 0, result.err[-2000:]
     run = runs / "full"
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["stages"] == ["base", "sft", "dpo"]
+    assert metrics["stages"] == ["base", "sft", "dpo", "ppo"]
     suites_seen = {row["suite"] for row in metrics["rows"]}
     ran = {
         s
         for s, info in json.loads((run / "eval" / "base" / "results.json").read_text())["suites"].items()
         if info["status"] == "ok"
     }
-    assert ran == suites_seen and ran >= set(SUITES) - {"stereotype_rate"}  # no classifier configured
+    assert ran == suites_seen == set(SUITES)
     for row in metrics["rows"]:
-        assert set(row["cells"]) == {"base", "sft", "dpo"}
+        assert set(row["cells"]) == {"base", "sft", "dpo", "ppo"}
     md, page = (run / "report.md").read_text(), (run / "report.html").read_text()
     for suite in suites_seen:
         assert suite in md and suite in page
@@ -73,6 +90,7 @@ def test_whole_pipeline_reports_every_stage_and_suite_and_rerun_does_no_work(
 
     # A rerun finds everything current: no training, no evaluation.
     import alignment.evaluation
+    import alignment.stages.ppo.stage
     import alignment.stages.runner
 
     def forbidden(*args, **kwargs):
@@ -80,12 +98,13 @@ def test_whole_pipeline_reports_every_stage_and_suite_and_rerun_does_no_work(
 
     monkeypatch.setattr(alignment.evaluation, "evaluate", forbidden)
     monkeypatch.setattr(alignment.stages.runner, "load_stage_model", forbidden)
-    again = cli("pipeline", "--config", recipe(tmp_path, "full", None), "--runs-dir", runs)
+    monkeypatch.setattr(alignment.stages.ppo.stage, "load_models", forbidden)
+    again = cli("pipeline", "--config", recipe(tmp_path, "full", None, rl=True), "--runs-dir", runs)
     assert again.code == 0, again.err[-2000:]
     assert json.loads((run / "metrics.json").read_text())["rows"] == metrics["rows"]
 
     rebuilt = cli("report", run)
-    assert rebuilt.code == 0 and "dpo" in rebuilt.out
+    assert rebuilt.code == 0 and "ppo" in rebuilt.out
 
 
 @pytest.mark.slow
