@@ -68,7 +68,14 @@ class PPOStageConfig(StageConfig):
         default=None,
         metadata=_help("render prompts with the chat template (default: when the tokenizer has one)"),
     )
-    learning_rate: float = field(default=1e-5, metadata=_help("peak learning rate"))
+    learning_rate: float = field(default=1e-5, metadata=_help("peak learning rate of the policy"))
+    value_head_learning_rate: float = field(
+        default=1e-3,
+        metadata=_help(
+            "peak learning rate of the value head (a zero-initialised linear layer: it needs far "
+            "larger steps than the policy to track the returns)"
+        ),
+    )
     lr_scheduler_type: str = field(
         default="constant", metadata=_help("learning-rate schedule (transformers name)")
     )
@@ -112,6 +119,8 @@ class PPOStageConfig(StageConfig):
         for name in ("kl_target", "kl_ceiling"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0 or unset, got {getattr(self, name)}")
+        if self.value_head_learning_rate <= 0:
+            raise ValueError(f"value_head_learning_rate must be > 0, got {self.value_head_learning_rate}")
         if self.kl_horizon <= 0:
             raise ValueError(f"kl_horizon must be > 0, got {self.kl_horizon}")
 

@@ -57,9 +57,16 @@ class PPOTrainer:
         self.is_main = accelerator.is_main_process
         self.eos_ids = eos_token_ids(models.tokenizer, models.peft_model())
         self.steps = total_steps(cfg, len(train), accelerator.num_processes)
-        self.params = [p for p in models.policy.parameters() if p.requires_grad]
+        head = [p for p in models.policy.value_head.parameters() if p.requires_grad]
+        trunk = [p for p in models.policy.policy.parameters() if p.requires_grad]
+        self.params = trunk + head
         self.optimizer = torch.optim.AdamW(
-            self.params, lr=cfg.learning_rate, eps=1e-5, weight_decay=cfg.weight_decay
+            [
+                {"params": trunk, "lr": cfg.learning_rate},
+                {"params": head, "lr": cfg.value_head_learning_rate},
+            ],
+            eps=1e-5,
+            weight_decay=cfg.weight_decay,
         )
         warmup = int(cfg.warmup_steps * self.steps) if cfg.warmup_steps < 1 else int(cfg.warmup_steps)
         self.scheduler = get_scheduler(
