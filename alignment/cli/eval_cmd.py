@@ -58,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-batch-tokens", type=int, default=4096, help="most padded tokens per forward pass"
     )
+    parser.add_argument(
+        "--generation-batch-size", type=int, default=96, help="most sequences per generate call (default: 96)"
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: best available)")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: by device)")
     parser.add_argument(
@@ -150,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         batch_size=args.batch_size,
         max_batch_tokens=args.max_batch_tokens,
+        generation_batch_size=args.generation_batch_size,
         toxicity_scorer=args.toxicity_scorer,
         stereotype_classifier=args.stereotype_classifier,
     )

@@ -87,7 +87,7 @@ class SuiteContext:
     split_seed: int = 0
     resamples: int = DEFAULT_RESAMPLES
     options: dict[str, Any] = field(default_factory=dict)
-    generation_batch_size: int = 32
+    generation_batch_size: int = 96
     progress: Callable[[str, int], Callable[[int], None]] | None = None
     data_files: dict[str, str] = field(default_factory=dict)
     backends: dict[str, Any] = field(default_factory=dict)

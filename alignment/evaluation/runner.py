@@ -93,6 +93,7 @@ class Plan:
     test_fraction: float = 0.2
     split_seed: int = 0
     batch_size: int = 64
+    generation_batch_size: int = 96
     max_batch_tokens: int = 4096
     padding_side: str = "right"
 
@@ -115,6 +116,7 @@ def plan_evaluation(
     device: str | None = None,
     dtype: str | None = None,
     batch_size: int = 64,
+    generation_batch_size: int = 96,
     max_batch_tokens: int = 4096,
     padding_side: str = "right",
     toxicity_scorer: str = "auto",
@@ -134,8 +136,8 @@ def plan_evaluation(
         raise SafealignError(f"--limit must be a positive number of items, got {limit}")
     if not 0.0 < test_fraction < 1.0:
         raise SafealignError(f"--test-fraction must be in (0, 1), got {test_fraction}")
-    if batch_size < 1 or max_batch_tokens < 1:
-        raise SafealignError("--batch-size and --max-batch-tokens must be positive")
+    if min(batch_size, max_batch_tokens, generation_batch_size) < 1:
+        raise SafealignError("--batch-size, --max-batch-tokens and --generation-batch-size must be positive")
     services = Services(
         device=device,
         dtype=dtype,
@@ -169,6 +171,7 @@ def plan_evaluation(
         test_fraction=test_fraction,
         split_seed=split_seed,
         batch_size=batch_size,
+        generation_batch_size=generation_batch_size,
         max_batch_tokens=max_batch_tokens,
         padding_side=padding_side,
     )
@@ -220,7 +223,7 @@ def execute(
     from alignment.models import load_model
     from alignment.runs import package_versions
 
-    t_start = time.perf_counter()
+    t_start, c_start = time.perf_counter(), time.process_time()
     services, chosen, seed, names, to_run = plan.services, plan.preset, plan.seed, plan.names, plan.to_run
     model_spec, base_model, limit = plan.model_spec, services.base_spec, plan.limit
     specs = load_suites()
@@ -262,12 +265,13 @@ def execute(
                 split_seed=plan.split_seed,
                 resamples=chosen.resamples,
                 options=chosen.suite_options(name),
+                generation_batch_size=plan.generation_batch_size,
                 progress=tracker,
             )
             before = dict(engine.stats)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             output = spec.runner()(ctx)
-            wall = time.perf_counter() - t0
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             for metric in output.metrics:
                 if metric.metric not in spec.metrics:
                     raise AssertionError(
@@ -290,6 +294,7 @@ def execute(
                 "info": output.info,
                 "engine": {k: engine.stats[k] - before[k] for k in engine.stats},
                 "wall_time_s": round(wall, 3),
+                "cpu_time_s": round(cpu, 3),
             }
             samples[name] = output.samples
 
@@ -313,6 +318,7 @@ def execute(
             "device": str(engine.device),
             "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
             "batch_size": plan.batch_size,
+            "generation_batch_size": plan.generation_batch_size,
             "max_batch_tokens": plan.max_batch_tokens,
             "padding_side": plan.padding_side,
             "prefix_token_id": engine.prefix_id,
@@ -327,6 +333,7 @@ def execute(
         "timings": {
             "load_model_s": round(load_s, 3),
             "total_s": round(time.perf_counter() - t_start, 3),
+            "total_cpu_s": round(time.process_time() - c_start, 3),
             **{f"{n}_s": suite_entries[n]["wall_time_s"] for n in to_run},
         },
         "versions": package_versions(),
