@@ -165,6 +165,7 @@ def test_dpo_continues_a_lora_sft_stage_from_its_run_dir(tmp_path, sft_data, pre
     )
     record = stage_record(model_dir)
     assert record["adapter"]["continues_input_adapter"] is True
+    assert record["loss"]["reference"] == "a frozen copy of the input adapter as loaded from disk"
     assert record["input_model"]["path"] == str(sft_dir / "model")
     assert (
         json.loads((model_dir / "adapter_config.json").read_text())["base_model_name_or_path"]

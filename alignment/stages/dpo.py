@@ -134,6 +134,8 @@ def _describe(cfg: DPOStageConfig, data: StageData) -> dict[str, Any]:
         reference = "none (parity: reference-free scores)"
     elif cfg.ref_model:
         reference = cfg.ref_model
+    elif cfg.adapter != "full" and resolve_input_model(cfg.model).kind == "adapter":
+        reference = "a frozen copy of the input adapter as loaded from disk"
     elif cfg.adapter != "full":
         reference = "the input model from disk (the policy with its new adapter disabled)"
     else:
