@@ -33,8 +33,8 @@ def _strings(value: Any) -> list[str]:
 def row_texts(row: dict[str, Any]) -> set[str]:
     """Normalised texts of one training row, including prompt+answer joins.
 
-    >>> sorted(row_texts({"prompt": "The nurse said", "chosen": " she was late.", "rejected": "x"}))
-    ['the nurse said', 'the nurse said she was late']
+    >>> sorted(row_texts({"prompt": "The nurse said", "chosen": " she was late.", "rejected": "!"}))
+    ['she was late', 'the nurse said', 'the nurse said she was late']
     """
     texts = {t for v in row.values() for t in _strings(v)}
     prompts = _strings(row.get("prompt", ""))
