@@ -21,6 +21,7 @@ TOY = dict(
     max_new_tokens=8,
     max_length=128,
     learning_rate=1e-3,
+    value_head_learning_rate=1e-3,
     kl_coef=0.05,
     save_steps=100,
     eval_split="none",

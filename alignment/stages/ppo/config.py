@@ -70,7 +70,7 @@ class PPOStageConfig(StageConfig):
     )
     learning_rate: float = field(default=1e-5, metadata=_help("peak learning rate of the policy"))
     value_head_learning_rate: float = field(
-        default=1e-3,
+        default=1e-4,
         metadata=_help(
             "peak learning rate of the value head (a zero-initialised linear layer: it needs far "
             "larger steps than the policy to track the returns)"
