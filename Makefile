@@ -94,7 +94,7 @@ eval: ## evaluate MODEL on bias and retention suites: make eval MODEL=... [PRESE
 		$(if $(LIMIT),--limit $(LIMIT)) $(if $(EVAL_OUT),--out $(EVAL_OUT)) $(if $(BASE_MODEL),--base-model $(BASE_MODEL)) $(EVAL_ARGS)
 
 bench-eval: ## sentences/s of the evaluation engine vs a one-sentence loop and a bare batched forward (JSON)
-	HF_HUB_OFFLINE=1 $(PY) -m alignment.evaluation.bench --model $(MODEL) --out runs/bench-eval.json
+	HF_HUB_OFFLINE=1 $(PY) -m alignment.evaluation.bench --model $(MODEL) --out bench/results/eval.json
 
 # ---- the main job (docs/pipeline.md): make pipeline [MODEL=...] [PRESET=quick|standard] [RUN_NAME=...]
 # Recipe: recipes/$(MODEL)/pipeline.yaml, else the SmolLM2 one with MODEL as the base model.
@@ -122,7 +122,7 @@ stereotype-classifier: ## train the stereotype classifier on the train groups (d
 
 bench-reward: ## texts/s of each toxicity scorer (SCORERS=...), batched vs one-by-one, plus the stereotype classifier if trained
 	HF_HUB_OFFLINE=1 $(PY) -m alignment reward bench --scorers $(SCORERS) $(if $(STEREO_OUT),--stereotype-model $(STEREO_OUT)) \
-		--out runs/bench-reward.json
+		--out bench/results/reward.json
 
 # ---- RL stages (docs/ppo.md): make ppo|grpo|rloo MODEL=... [POLICY_DIR=runs/dpo-...] [VARIANT=quick|standard]
 # The recipes' reward (non-toxic + anti-stereotype) needs the prompt pool and the stereotype classifier:
@@ -148,4 +148,4 @@ rloo: rl-inputs ## RLOO through TRL with the same reward and recipe format: make
 	$(TRAIN) rloo --config $(call stage_recipe,rloo) --model $(RL_START) --dataset $(RL_PROMPTS) $(TRAIN_ARGS)
 
 bench-rl: ## seconds per iteration: our PPO vs TRL GRPO/RLOO, same model, completions and lengths (JSON)
-	HF_HUB_OFFLINE=1 $(PY) -m alignment.stages.bench_rl --model $(MODEL) --out runs/bench-rl.json
+	HF_HUB_OFFLINE=1 $(PY) -m alignment.stages.bench_rl --model $(MODEL) --out bench/results/rl.json

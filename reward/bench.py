@@ -1,9 +1,12 @@
-"""Throughput of the scorers: texts per second, batched and one text at a time (a benchmark, not a test)."""
+"""Throughput of the scorers: texts per second, batched and one text at a time (a benchmark, not a test).
+
+The record has the shared benchmark schema of :mod:`alignment.benchmark` (``make bench-reward`` writes it
+to ``bench/results/reward.json``).
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 SENTENCES = (
@@ -33,37 +36,32 @@ def sample_texts(n: int) -> list[str]:
     return [pool[i % len(pool)] for i in range(n)]
 
 
-def measure(score: Callable[[list[str]], Any], texts: Sequence[str], batch_size: int) -> dict[str, float]:
-    """Seconds and texts/s for scoring ``texts`` in batches of ``batch_size`` (after one warm-up call)."""
-    score(list(texts[:1]))
-    start = time.perf_counter()
-    for i in range(0, len(texts), batch_size):
-        score(list(texts[i : i + batch_size]))
-    seconds = time.perf_counter() - start
-    return {
-        "batch_size": batch_size,
-        "seconds": round(seconds, 3),
-        "texts_per_s": round(len(texts) / seconds, 1),
-    }
-
-
 def benchmark(
-    scorers: dict[str, Callable[[list[str]], Any]], n: int = 256, batch_size: int = 32
-) -> list[dict]:
-    """One row per scorer: batched and one-by-one throughput on the same ``n`` texts."""
+    scorers: dict[str, Callable[[list[str]], Any]], n: int = 256, batch_size: int = 32, repeats: int = 3
+) -> dict[str, Any]:
+    """The ``reward`` benchmark record: texts/s of each scorer batched and one by one on the same ``n``
+    texts (``repeats`` alternating rounds after one warm-up round), and the batched speed-up."""
+    from alignment.benchmark import make_record, ratio, summarize, time_alternating
+
     texts = sample_texts(n)
-    rows = []
+
+    def run(score: Callable[[list[str]], Any], size: int) -> None:
+        for i in range(0, len(texts), size):
+            score(list(texts[i : i + size]))
+
+    variants: dict[str, Any] = {}
+    ratios: dict[str, float | None] = {}
     for name, score in scorers.items():
-        batched = measure(score, texts, batch_size)
-        single = measure(score, texts, 1)
-        rows.append(
-            {
-                "scorer": name,
-                "texts": n,
-                "batched_texts_per_s": batched["texts_per_s"],
-                "single_texts_per_s": single["texts_per_s"],
-                "speedup": round(batched["texts_per_s"] / single["texts_per_s"], 2),
-                "batch_size": batch_size,
-            }
-        )
-    return rows
+        modes = {"batched": lambda s=score: run(s, batch_size), "one-by-one": lambda s=score: run(s, 1)}
+        wall, _ = time_alternating(modes, repeats, warmup=1)
+        speed = {mode: summarize([n / t for t in ts], 1) for mode, ts in wall.items()}
+        variants.update({f"{name}/{mode}": s for mode, s in speed.items()})
+        ratios[f"{name}: batched / one-by-one"] = ratio(speed["batched"], speed["one-by-one"], 2)
+    return make_record(
+        "reward",
+        variants,
+        n=repeats,
+        unit="texts/s",
+        ratios=ratios,
+        params={"texts": n, "batch_size": batch_size, "scorers": list(scorers)},
+    )

@@ -176,6 +176,6 @@ def test_bench_reports_all_three_modes(tiny_model, tmp_path, monkeypatch, capsys
     import json
 
     report = json.loads(out.read_text())
-    assert set(report["sentences"]["requests_per_s"]) == {"engine", "bare", "loop"}
-    assert report["sentences"]["engine_vs_loop_cpu"] > 0
-    assert report["sentences"]["requests"] == 6
+    assert set(report["variants"]) == {"sentences/engine", "sentences/bare", "sentences/loop"}
+    assert report["ratios"]["sentences: engine / loop (cpu time)"] > 0
+    assert report["details"]["sentences"]["requests"] == 6

@@ -73,7 +73,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     bench.add_argument("-n", type=int, default=256, help="texts per measurement (default: %(default)s)")
     bench.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")
-    bench.add_argument("--out", type=Path, help="write the rows as JSON here")
+    bench.add_argument(
+        "--repeats", type=int, default=3, help="timed rounds per scorer (default: %(default)s)"
+    )
+    bench.add_argument("--out", type=Path, help="write the benchmark record as JSON here")
     bench.set_defaults(func=bench_cmd)
 
 
@@ -297,7 +300,6 @@ def _fmt(value: Any) -> str:
 
 
 def bench_cmd(args: argparse.Namespace) -> int:
-    from alignment.io import atomic_write_json
     from reward.bench import benchmark
     from reward.toxicity import load_scorer
 
@@ -314,15 +316,10 @@ def bench_cmd(args: argparse.Namespace) -> int:
         if stereotype_model is not None:
             scorers["stereotype-classifier"] = StereotypeClassifier.load(stereotype_model).predict_proba
     with err.status(f"timing {len(scorers)} scorers on {args.n} texts ..."):
-        rows = benchmark(scorers, n=args.n, batch_size=args.batch_size)
-    table = Table(title=f"Scorer throughput ({args.n} texts, batch size {args.batch_size})")
-    for column in ("scorer", "batched texts/s", "one-by-one texts/s", "speed-up"):
-        table.add_column(column, justify="left" if column == "scorer" else "right")
-    for r in rows:
-        table.add_row(
-            r["scorer"], str(r["batched_texts_per_s"]), str(r["single_texts_per_s"]), f"{r['speedup']}x"
-        )
-    out.print(table)
+        record = benchmark(scorers, n=args.n, batch_size=args.batch_size, repeats=args.repeats)
+    from alignment.benchmark import print_record, write_record
+
+    print_record(record, title=f"Scorer throughput ({args.n} texts, batch size {args.batch_size})")
     if args.out:
-        atomic_write_json(args.out, rows)
+        out.print(f"written to {write_record(record, args.out)}")
     return 0

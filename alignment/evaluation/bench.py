@@ -1,6 +1,7 @@
 """Throughput of the log-likelihood engine: ``python -m alignment.evaluation.bench`` (``make bench-eval``).
 
-Three ways to get the same numbers from the same model, timed in alternation (median of repeats):
+Three ways to get the same numbers from the same model, timed in alternation after one warm-up round
+(median and spread of repeats; the record goes to ``bench/results/eval.json``):
 
 * ``loop``: one request at a time, no padding, full logits and log-softmax (what a simple harness does);
 * ``engine``: :class:`~alignment.evaluation.engine.LoglikEngine`;
@@ -15,11 +16,6 @@ reuses the context's cache). Without benchmark data, built-in sentences are used
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -79,22 +75,11 @@ def bare(model: Any, engine: LoglikEngine, encoded: list) -> None:
             model(input_ids=ids.to(engine.device), attention_mask=mask.to(engine.device), use_cache=False)
 
 
-def time_modes(modes: dict[str, Callable[[], None]], repeats: int) -> tuple[dict, dict]:
-    """Wall-clock and process CPU seconds of each mode, the modes alternating so load changes hit all."""
-    wall: dict[str, list[float]] = {name: [] for name in modes}
-    cpu: dict[str, list[float]] = {name: [] for name in modes}
-    for _ in range(repeats):
-        for name, fn in modes.items():
-            t0, c0 = time.perf_counter(), time.process_time()
-            fn()
-            wall[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
-    return wall, cpu
-
-
 def bench(
     model_spec: str, n: int, n_items: int, repeats: int, batch_size: int, skip_loop: bool
 ) -> dict[str, Any]:
+    """The ``eval`` benchmark record: requests/s of each mode per workload, and the speed ratios."""
+    from alignment.benchmark import make_record, ratio, summarize, time_alternating
     from alignment.models import load_model
 
     model, tokenizer = load_model(model_spec)
@@ -102,11 +87,12 @@ def bench(
     choices = choice_requests(n_items)
     if choices:
         workloads["choices"] = choices
-    report: dict[str, Any] = {"model": model_spec, "threads": torch.get_num_threads(), "repeats": repeats}
+    variants: dict[str, Any] = {}
+    ratios: dict[str, float | None] = {}
+    details: dict[str, Any] = {}
     for name, requests in workloads.items():
         engine = LoglikEngine(model, tokenizer, batch_size=batch_size)
         encoded = engine.encode(requests)
-        engine.loglikelihood(requests)  # warm-up (and the probe of logits_to_keep)
         modes = {
             "engine": lambda r=requests: LoglikEngine(model, tokenizer, batch_size=batch_size).loglikelihood(
                 r
@@ -115,24 +101,30 @@ def bench(
         }
         if not skip_loop:
             modes["loop"] = lambda e=encoded, g=engine: loop(model, g, e)
-        wall, cpu = time_modes(modes, repeats)
-        median = {mode: statistics.median(ts) for mode, ts in wall.items()}
-        median_cpu = {mode: statistics.median(ts) for mode, ts in cpu.items()}
-        entry = {
+        # one untimed round: warms the caches and the engine's probe of logits_to_keep
+        wall, cpu = time_alternating(modes, repeats, warmup=1)
+        speed = {mode: summarize([len(requests) / t for t in ts], 2) for mode, ts in wall.items()}
+        cpu_speed = {mode: summarize([len(requests) / t for t in ts], 2) for mode, ts in cpu.items()}
+        variants.update({f"{name}/{mode}": s for mode, s in speed.items()})
+        ratios[f"{name}: engine / bare"] = ratio(speed["engine"], speed["bare"])
+        ratios[f"{name}: engine / bare (cpu time)"] = ratio(cpu_speed["engine"], cpu_speed["bare"])
+        if "loop" in speed:
+            ratios[f"{name}: engine / loop"] = ratio(speed["engine"], speed["loop"])
+            ratios[f"{name}: engine / loop (cpu time)"] = ratio(cpu_speed["engine"], cpu_speed["loop"])
+        details[name] = {
             "requests": len(requests),
             "tokens": sum(len(c) + len(t) - 1 for c, t in encoded),
-            "wall_s": {mode: [round(t, 3) for t in ts] for mode, ts in wall.items()},
-            "cpu_s": {mode: [round(t, 3) for t in ts] for mode, ts in cpu.items()},
-            "requests_per_s": {mode: round(len(requests) / s, 2) for mode, s in median.items()},
-            "requests_per_cpu_s": {mode: round(len(requests) / s, 2) for mode, s in median_cpu.items()},
-            "engine_vs_bare": round(median["bare"] / median["engine"], 3),
-            "engine_vs_bare_cpu": round(median_cpu["bare"] / median_cpu["engine"], 3),
+            "requests_per_cpu_s": cpu_speed,
         }
-        if "loop" in median:
-            entry["engine_vs_loop"] = round(median["loop"] / median["engine"], 3)
-            entry["engine_vs_loop_cpu"] = round(median_cpu["loop"] / median_cpu["engine"], 3)
-        report[name] = entry
-    return report
+    return make_record(
+        "eval",
+        variants,
+        n=repeats,
+        unit="requests/s",
+        ratios=ratios,
+        params={"model": model_spec, "n": n, "items": n_items, "batch_size": batch_size},
+        details=details,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,17 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--skip-loop", action="store_true", help="leave out the slow one-at-a-time loop")
-    parser.add_argument("--out", default=None, help="also write the report as JSON here")
+    parser.add_argument("--out", default=None, help="JSON record path (default: bench/results/eval.json)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    report = bench(args.model, args.n, args.items, args.repeats, args.batch_size, args.skip_loop)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        from alignment.io import atomic_write_text
+    from alignment.benchmark import finish
 
-        atomic_write_text(Path(args.out), text + "\n")
+    record = bench(args.model, args.n, args.items, args.repeats, args.batch_size, args.skip_loop)
+    finish(record, args.out, title=f"Log-likelihood engine throughput: {args.model}")
     return 0
 
 

@@ -2,11 +2,12 @@
 per iteration and completion length: ``python -m alignment.stages.bench_rl --model M --out bench.json``.
 
 Every method runs a few iterations of its stage (``run_ppo``, ``run_grpo``, ``run_rloo``) into a
-temporary folder; the time per iteration is the median over iterations after the first (warm-up), as
-the stages record it in ``stage.json``. PPO runs twice: *matched* (one update over the whole batch,
-like GRPO/RLOO with ``num_iterations=1``) and with the recipe's usual ``ppo_epochs=2`` over two
-minibatches. Completions can stop early, so the mean completion length and the time per 1,000
-generated tokens are reported too.
+temporary folder; the time per iteration is summarised (median, min-max, IQR) over the iterations
+after the first (warm-up): PPO's from its curves, GRPO/RLOO's from the stages' step timer. PPO runs
+twice: *matched* (one update over the whole batch, like GRPO/RLOO with ``num_iterations=1``) and
+with the recipe's usual ``ppo_epochs=2`` over two minibatches. Completions can stop early, so the
+mean completion length and the time per 1,000 generated tokens are reported too. The record goes to
+``bench/results/rl.json`` (``make bench-rl``).
 """
 
 from __future__ import annotations
@@ -39,17 +40,11 @@ def _trl_lengths(out: Path) -> list[float]:
     return [h["completions/mean_length"] for h in history if "completions/mean_length" in h]
 
 
-def _timings(out: Path, lengths: list[float], completions: int) -> dict[str, Any]:
+def _details(out: Path, lengths: list[float], completions: int, median: float) -> dict[str, Any]:
     record = json.loads((out / "stage.json").read_text(encoding="utf-8"))
-    step = record.get("step_time", {})
     mean_length = statistics.fmean(lengths) if lengths else None
-    median = step.get("median_s")
     per_1k = median / (completions * mean_length) * 1000 if median and mean_length else None
     return {
-        "median_s": median,
-        "p10_s": step.get("p10_s"),
-        "p90_s": step.get("p90_s"),
-        "timed_steps": step.get("n"),
         "mean_completion_tokens": round(mean_length, 2) if mean_length else None,
         "s_per_1k_completion_tokens": round(per_1k, 4) if per_1k else None,
         "peak_memory": record.get("peak_memory"),
@@ -68,10 +63,8 @@ def run_benchmark(
     seed: int = 0,
     methods: tuple[str, ...] = ("ppo_matched", "ppo_recipe", "grpo", "rloo"),
 ) -> dict[str, Any]:
-    """Time each method on the same model and batch shape; returns the JSON-ready result."""
-    import torch
-
-    from alignment.device import describe_device
+    """Time each method on the same model and batch shape; returns the ``rl`` benchmark record."""
+    from alignment.benchmark import captured_step_times, make_record, ratio, summarize
     from alignment.stages.grpo import GRPOStageConfig, run_grpo
     from alignment.stages.ppo import PPOStageConfig, run_ppo
     from alignment.stages.rloo import RLOOStageConfig, run_rloo
@@ -91,7 +84,8 @@ def run_benchmark(
         logging_steps=1,
         temperature=1.0,
     )
-    results: dict[str, Any] = {}
+    variants: dict[str, Any] = {}
+    details: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-rl-") as tmp:
         root = Path(tmp)
         data = dataset or _synthetic_prompts(root / "prompts")
@@ -109,6 +103,7 @@ def run_benchmark(
                 run_ppo(cfg, out)
                 history = json.loads((out / "stage.json").read_text())["curves"]["train"]
                 lengths = [row["response_length"] for row in history]
+                times = [row["step_time_s"] for row in history]
                 optimizer_steps = 1 if matched else 4
             else:
                 config_cls, run = (
@@ -121,29 +116,40 @@ def run_benchmark(
                     num_generations=generations,
                     ppo_epochs=1,
                 )
-                run(cfg, out)
+                with captured_step_times() as recorded:
+                    run(cfg, out)
                 lengths = _trl_lengths(out)
+                times = recorded[-1]
                 optimizer_steps = 1
-            results[method] = {
-                **_timings(out, lengths, completions),
+            variants[method] = summarize(times[1:] or times)
+            details[method] = {
+                **_details(out, lengths, completions, variants[method]["median"]),
+                "first_iteration_s": round(times[0], 4) if times else None,
                 "optimizer_steps_per_iteration": optimizer_steps,
             }
-    base = results.get("ppo_matched", {}).get("median_s")
-    for row in results.values():
-        if base and row.get("median_s"):
-            row["time_vs_ppo_matched"] = round(row["median_s"] / base, 3)
-    return {
-        "model": model,
-        "device": describe_device(),
-        "torch_threads": torch.get_num_threads(),
-        "completions_per_iteration": completions,
-        "generations_per_prompt_grpo_rloo": generations,
-        "max_new_tokens": max_new_tokens,
-        "iterations": steps,
-        "reward": reward,
-        "dataset": dataset or "synthetic (64 short prompts)",
-        "results": results,
+    ratios = {
+        f"{method} / ppo_matched": ratio(variants[method], variants["ppo_matched"])
+        for method in variants
+        if method != "ppo_matched" and "ppo_matched" in variants
     }
+    return make_record(
+        "rl",
+        variants,
+        n=steps - 1,
+        unit="s/iteration",
+        ratios=ratios,
+        params={
+            "model": model,
+            "completions_per_iteration": completions,
+            "generations_per_prompt_grpo_rloo": generations,
+            "max_new_tokens": max_new_tokens,
+            "iterations": steps,
+            "reward": reward,
+            "dataset": dataset or "synthetic (64 short prompts)",
+            "seed": seed,
+        },
+        details=details,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,14 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--steps", type=int, default=6, help="iterations per method (the first is not timed)")
     parser.add_argument("--methods", default="ppo_matched,ppo_recipe,grpo,rloo")
-    parser.add_argument("--out", default=None, help="write the JSON here too")
+    parser.add_argument("--out", default=None, help="JSON record path (default: bench/results/rl.json)")
     args = parser.parse_args(argv)
-    from rich.table import Table
+    from alignment.benchmark import finish
 
-    from alignment.cli.console import out
-    from alignment.io import atomic_write_json
-
-    result = run_benchmark(
+    record = run_benchmark(
         args.model,
         dataset=args.dataset,
         reward=args.reward,
@@ -175,34 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         steps=args.steps,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
     )
-    table = Table(
-        title=f"RL iteration time: {result['model']}, {result['completions_per_iteration']} completions x "
-        f"<= {result['max_new_tokens']} tokens, {result['device']['device']}"
+    title = (
+        f"RL iteration time: {args.model}, {args.completions} completions x <= {args.max_new_tokens} tokens"
     )
-    for column in (
-        "method",
-        "median s/iter",
-        "p10-p90",
-        "updates/iter",
-        "mean tokens",
-        "s per 1k tokens",
-        "vs PPO",
-    ):
-        table.add_column(column, justify="right")
-    for name, row in result["results"].items():
-        table.add_row(
-            name,
-            f"{row['median_s']:.3f}",
-            f"{row['p10_s']:.3f}-{row['p90_s']:.3f}",
-            str(row["optimizer_steps_per_iteration"]),
-            str(row["mean_completion_tokens"]),
-            str(row["s_per_1k_completion_tokens"]),
-            str(row.get("time_vs_ppo_matched", "")),
-        )
-    out.print(table)
-    if args.out:
-        atomic_write_json(args.out, result)
-        out.print(f"written to {args.out}")
+    finish(record, args.out, title=title)
     return 0
 
 
