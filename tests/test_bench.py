@@ -1,0 +1,117 @@
+"""The shared benchmark record (alignment.benchmark) and the bench/ benchmarks on the tiny model.
+
+No timing assertions: only that the statistics, the record and the measurements are right.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from alignment import benchmark
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # bench/ lives at the repository root, outside the installed packages
+    sys.path.insert(0, str(ROOT))
+
+RECORD_KEYS = {
+    "benchmark",
+    "created_at",
+    "command",
+    "machine",
+    "versions",
+    "n",
+    "unit",
+    "variants",
+    "ratios",
+    "params",
+    "details",
+}
+
+
+def test_summarize_matches_a_hand_computation():
+    s = benchmark.summarize([4.0, 1.0, 3.0, 2.0, 10.0])
+    # sorted 1 2 3 4 10: median the middle one; inclusive quartiles at positions 1 and 3 of 0..4
+    assert (s["n"], s["median"], s["min"], s["max"], s["q1"], s["q3"]) == (5, 3.0, 1.0, 10.0, 2.0, 4.0)
+    s = benchmark.summarize([0.5, 0.25])
+    assert (s["median"], s["q1"], s["q3"]) == (0.375, 0.3125, 0.4375)
+    assert benchmark.ratio({"median": 3.0}, {"median": 4.0}) == 0.75
+    assert benchmark.ratio({"median": 3.0}, {"median": 0.0}) is None
+    with pytest.raises(ValueError):
+        benchmark.summarize([])
+
+
+def test_time_alternating_warms_up_then_takes_turns():
+    calls: list[str] = []
+    variants = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    wall, cpu = benchmark.time_alternating(variants, repeats=3, warmup=1)
+    assert calls == ["a", "b"] * 4
+    assert {k: len(v) for k, v in wall.items()} == {"a": 3, "b": 3} == {k: len(v) for k, v in cpu.items()}
+    assert all(t >= 0 for ts in wall.values() for t in ts)
+
+
+def test_record_schema_and_atomic_write(tmp_path, monkeypatch):
+    variants = {"fast": benchmark.summarize([1.0, 2.0]), "slow": benchmark.summarize([4.0, 6.0])}
+    record = benchmark.make_record(
+        "demo", variants, n=2, ratios={"slow / fast": benchmark.ratio(variants["slow"], variants["fast"])}
+    )
+    assert set(record) == RECORD_KEYS
+    assert record["ratios"] == {"slow / fast": 3.333}
+    assert {"cpu_model", "cores", "ram_gb", "torch_threads"} <= set(record["machine"])
+    assert {"torch", "transformers", "trl", "peft", "safealign_commit"} <= set(record["versions"])
+    target = benchmark.write_record(record, tmp_path / "results" / "demo.json")
+    assert json.loads(target.read_text()) == record
+    # a write that fails (here: the final rename) leaves the previous record intact and no temporary file
+    import alignment.io
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(alignment.io.os, "replace", full_disk)
+    with pytest.raises(OSError):
+        benchmark.write_record({**record, "n": 99}, target)
+    monkeypatch.undo()
+    assert json.loads(target.read_text()) == record
+    assert [p.name for p in target.parent.iterdir()] == ["demo.json"]
+    assert benchmark.results_path("demo") == Path("bench/results/demo.json")
+
+
+def test_memory_measure_reads_the_child_peak_rss(tmp_path):
+    from bench.memory import measure
+
+    grow = "b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096])"
+    big = measure([sys.executable, "-c", grow], tmp_path / "big.log")
+    small = measure([sys.executable, "-c", "pass"], tmp_path / "small.log")
+    assert big["returncode"] == 0 and small["returncode"] == 0
+    assert big["peak_rss_mb"] - small["peak_rss_mb"] > 250
+    failed = measure([sys.executable, "-c", "raise SystemExit(3)"], tmp_path / "failed.log")
+    assert failed["returncode"] == 3
+
+
+def test_stage_benchmark_on_the_tiny_model(tiny_model, tmp_path, capsys):
+    import torch
+
+    from bench import stages
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = tmp_path / "stages.json"
+        code = stages.main(
+            ["--model", tiny_model, "--runs", "1", "--steps", "3", "--batch-size", "2", "--out", str(out)]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    record = json.loads(out.read_text())
+    assert set(record) == RECORD_KEYS and record["benchmark"] == "stages" and record["unit"] == "s/step"
+    assert set(record["variants"]) == {"sft/ours", "sft/bare", "dpo/ours", "dpo/bare"}
+    for summary in record["variants"].values():
+        assert summary["n"] == 2 and summary["min"] <= summary["median"] <= summary["max"]
+    assert set(record["ratios"]) == {"sft: ours / bare", "dpo: ours / bare"}
+    assert all(r > 0 for r in record["ratios"].values())
+    assert record["params"]["batch_size"] == 2 and record["n"] == 2
+    assert "sft/ours" in capsys.readouterr().out
