@@ -190,16 +190,7 @@ def _make_trainer(ctx: StageContext) -> Any:
             # otherwise reload it from config._name_or_path, which may name a different checkpoint).
             ref_model = load_causal_lm(ctx.source, ctx.precision, trust_remote_code=cfg.trust_remote_code)
     trainer_cls = _reference_free_trainer(DPOTrainer) if loss.reference_free else DPOTrainer
-    return trainer_cls(
-        model=ctx.model,
-        ref_model=ref_model,
-        args=ctx.args,
-        train_dataset=ctx.data.train,
-        eval_dataset=ctx.data.eval,
-        processing_class=ctx.tokenizer,
-        peft_config=ctx.peft_config,
-        callbacks=ctx.callbacks,
-    )
+    return trainer_cls(**ctx.trainer_kwargs(ref_model=ref_model))
 
 
 DPO = StageSpec(

@@ -33,6 +33,29 @@ def format_metrics(logs: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+def step_progress(console: Any, *extra_columns: Any, **options: Any) -> Any:
+    """A rich bar over steps: description, bar, done/total, elapsed and remaining time, ``extra_columns``."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        *extra_columns,
+        console=console,
+        **options,
+    )
+
+
 class RichProgress(TrainerCallback):
     """A rich progress bar (steps, elapsed, remaining) with the latest loss and reward metrics.
 
@@ -52,23 +75,11 @@ class RichProgress(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import TextColumn
 
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
+        self.progress = step_progress(
+            self.console,
             TextColumn("{task.fields[metrics]}"),
-            console=self.console,
             refresh_per_second=2,
             disable=not self.console.is_terminal,
         )

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from alignment.errors import SafealignError
-from alignment.io import atomic_dir, sha256_json
+from alignment.io import atomic_dir
 from alignment.paths import runs_dir
 from alignment.stages.common import (
     Precision,
@@ -28,6 +25,13 @@ from alignment.stages.common import (
 )
 from alignment.stages.data import DatasetKind, StageData, load_stage_data
 from alignment.stages.progress import RichProgress, StepRecorder
+from alignment.stages.record import (
+    StageRecord,
+    config_hash,
+    precision_fields,
+    record_head,
+    resumed_fields,
+)
 from alignment.stages.rundir import StageDir
 
 # Per-step log keys kept in the stage.json curves (others, e.g. logits/*, stay in the trainer state).
@@ -58,6 +62,19 @@ class StageContext:
     precision: Precision
     callbacks: list[Any]
 
+    def trainer_kwargs(self, **overrides: Any) -> dict[str, Any]:
+        """The arguments every TRL trainer takes from the context; ``overrides`` add or replace some."""
+        return {
+            "model": self.model,
+            "args": self.args,
+            "train_dataset": self.data.train,
+            "eval_dataset": self.data.eval,
+            "processing_class": self.tokenizer,
+            "peft_config": self.peft_config,
+            "callbacks": self.callbacks,
+            **overrides,
+        }
+
 
 @dataclass
 class StageSpec:
@@ -71,19 +88,11 @@ class StageSpec:
     describe: Callable[[Any, StageData], dict[str, Any]] | None = None  # extra stage.json fields
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def default_output_dir(stage: str, cfg: StageConfig) -> Path:
     """``$SAFEALIGN_RUNS/<stage>-<model name>`` (or the config's ``output_dir``)."""
     if cfg.output_dir:
         return Path(cfg.output_dir).expanduser()
     return runs_dir() / f"{stage}-{model_slug(cfg.model)}"
-
-
-def config_hash(cfg: StageConfig) -> str:
-    return sha256_json(cfg.hashed_items())
 
 
 def common_settings(
@@ -155,20 +164,6 @@ def curves(log_history: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
             )
             evals.append(point)
     return {"train": train, "eval": evals}
-
-
-def peak_memory() -> dict[str, float]:
-    """Peak resident memory of this process (MiB) and, on CUDA, peak allocated/reserved GPU memory."""
-    import resource
-
-    import torch
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    memory = {"process_peak_rss_mb": round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)}
-    if torch.cuda.is_available():
-        memory["cuda_peak_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-        memory["cuda_peak_reserved_mb"] = round(torch.cuda.max_memory_reserved() / 2**20, 1)
-    return memory
 
 
 def _merge_adapter(adapter_dir: Path, base: str, target: Path, trust_remote_code: bool) -> None:
@@ -301,11 +296,11 @@ def run_stage(spec: StageSpec, cfg: StageConfig, out_dir: str | Path | None = No
     loaded: dict[str, StageData] = {}
 
     def load_on_main() -> bool:
-        loaded["data"] = _load_data(spec, cfg, sd)
+        loaded["data"] = load_config_data(cfg, spec.data_kind, sd)
         return True
 
     _broadcast(load_on_main, state)  # the main process builds a spec'd dataset; the others then read it
-    data = loaded["data"] if is_main else _load_data(spec, cfg, sd)
+    data = loaded["data"] if is_main else load_config_data(cfg, spec.data_kind, sd)
     ours = common_settings(cfg, precision, sd, data.eval is not None, decision.action == "start")
     ours.update(spec.settings(cfg, data))
     args = build_training_args(spec.config_cls(), ours, cfg.trl_args)
@@ -331,62 +326,35 @@ def _train(
     """Load, train, evaluate and save, keeping ``stage.json`` and the run manifest up to date."""
     import torch
 
-    from alignment.runs import finish_run, start_run
-
     previous = (sd.read() or {}) if decision.action == "resume" else {}
-    record: dict[str, Any] = {
-        "stage": spec.name,
-        "status": "running",
-        "config": cfg.to_dict(),
-        "config_hash": config_hash(cfg),
-        "config_hashed": cfg.hashed_items(),
-        "input_model": {
-            "spec": cfg.model,
-            "kind": source.kind,
-            "path": source.path,
-            "base": base_pointer(source),
+    stage_record = StageRecord(
+        sd,
+        {
+            **record_head(spec.name, cfg, source),
+            "adapter": {
+                "mode": cfg.adapter,
+                "continues_input_adapter": source.kind == "adapter" and cfg.adapter != "full",
+            },
+            "precision": precision_fields(precision),
+            "dataset": data.info,
+            **(spec.describe(cfg, data) if spec.describe is not None else {}),
+            **resumed_fields(previous),
         },
-        "adapter": {
-            "mode": cfg.adapter,
-            "continues_input_adapter": source.kind == "adapter" and cfg.adapter != "full",
-        },
-        "precision": {
-            "device": precision.device,
-            "name": precision.name,
-            "load_dtype": precision.load_dtype,
-            "quantized_4bit": precision.quantize_4bit,
-        },
-        "dataset": data.info,
-        **(spec.describe(cfg, data) if spec.describe is not None else {}),
-        "started_at": previous.get("started_at") or _now(),
-        "segments": previous.get("segments", []),
-        "last_checkpoint_step": previous.get("last_checkpoint_step"),
-    }
-
-    def save_record(**fields: Any) -> None:
-        record.update(fields)
-        if is_main:
-            sd.write(record)
-
-    t0 = time.monotonic()
-    previous_segments = list(record["segments"])
-    start_step = int(decision.checkpoint.name.split("-")[-1]) if decision.checkpoint else 0
-    segment: dict[str, Any] = {"started_at": _now(), "from_step": start_step}
-
-    def on_checkpoint(step: int) -> None:  # a later resume counts the time up to this checkpoint
-        elapsed = dict(segment, to_step=step, wall_time_s=round(time.monotonic() - t0, 3))
-        save_record(last_checkpoint_step=step, segments=previous_segments + [elapsed])
-
+        is_main=is_main,
+        from_step=int(decision.checkpoint.name.split("-")[-1]) if decision.checkpoint else 0,
+    )
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    recorder = StepRecorder(on_checkpoint=on_checkpoint)
+    recorder = StepRecorder(on_checkpoint=stage_record.on_checkpoint)
     had_checkpoints = sd.checkpoints.exists()
     try:
         model, tokenizer, peft_config = load_stage_model(cfg, source, precision)
         callbacks = [RichProgress(f"{spec.name} {sd.root.name}"), recorder]
         ctx = StageContext(cfg, args, model, tokenizer, peft_config, data, source, precision, callbacks)
         trainer = spec.make_trainer(ctx)
-        record["dataset"]["train_rows_used"] = check_rows_kept(trainer.train_dataset, data, cfg.max_length)
+        stage_record.fields["dataset"]["train_rows_used"] = check_rows_kept(
+            trainer.train_dataset, data, cfg.max_length
+        )
     except BaseException:
         if not had_checkpoints and sd.checkpoints.is_dir() and not any(sd.checkpoints.iterdir()):
             sd.checkpoints.rmdir()  # the trainer creates its output folder up front
@@ -397,13 +365,9 @@ def _train(
     trainer.remove_callback(ProgressCallback)
 
     # The input checks out: only now does the run directory change.
-    run = None
-    if is_main:
-        if decision.clear:
-            sd.clear()
-        sd.root.mkdir(parents=True, exist_ok=True)
-        sd.write(record)
-        run = start_run(sd.root.name, command=sys.argv, config=cfg, seed=cfg.seed, root=sd.root.parent)
+    if is_main and decision.clear:
+        sd.clear()
+    stage_record.open(cfg)
     trainer.accelerator.wait_for_everyone()
     try:
         output = trainer.train(
@@ -419,47 +383,26 @@ def _train(
             metrics.update(
                 first_logged_loss=curve["train"][0]["loss"], last_logged_loss=curve["train"][-1]["loss"]
             )
-        segment.update(
-            ended_at=_now(), to_step=state.global_step, wall_time_s=round(time.monotonic() - t0, 3)
-        )
-        segments = previous_segments + [segment]
-        save_record(
-            status="completed",
-            ended_at=_now(),
+        stage_record.complete(
+            spec.name,
+            global_step=state.global_step,
+            max_steps=state.max_steps,
             metrics={k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()},
             curves=curve,
             model=model_record,
-            steps={
-                "global_step": state.global_step,
-                "max_steps": state.max_steps,
-                "resumed_from_step": start_step or None,
-            },
-            segments=segments,
-            wall_time_s=round(sum(s.get("wall_time_s", 0.0) for s in segments), 3),
             step_time=recorder.summary(),
-            peak_memory=peak_memory(),
         )
-        if run is not None:
-            finish_run(run, stage=spec.name, model=str(sd.model))
     except BaseException as exc:
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        segment.update(ended_at=_now(), wall_time_s=round(time.monotonic() - t0, 3))
-        save_record(
-            status=status,
-            error=f"{type(exc).__name__}: {exc}",
-            segments=previous_segments + [segment],
-            peak_memory=peak_memory(),
-        )
-        if run is not None:
-            finish_run(run, status, error=f"{type(exc).__name__}: {exc}")
+        stage_record.fail(exc)
         raise
     return sd.model
 
 
-def _load_data(spec: StageSpec, cfg: StageConfig, sd: StageDir) -> StageData:
+def load_config_data(cfg: StageConfig, kind: DatasetKind, sd: StageDir) -> StageData:
+    """The stage's train and held-out rows as its config selects them (a builder spec builds into ``sd``)."""
     return load_stage_data(
         cfg.dataset,
-        spec.data_kind,
+        kind,
         train_split=cfg.train_split,
         eval_split=cfg.eval_split,
         max_train_samples=cfg.max_train_samples,

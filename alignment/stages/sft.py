@@ -39,15 +39,7 @@ def _settings(cfg: SFTStageConfig, data: StageData) -> dict[str, Any]:
 def _make_trainer(ctx: StageContext) -> Any:
     from trl import SFTTrainer
 
-    return SFTTrainer(
-        model=ctx.model,
-        args=ctx.args,
-        train_dataset=ctx.data.train,
-        eval_dataset=ctx.data.eval,
-        processing_class=ctx.tokenizer,
-        peft_config=ctx.peft_config,
-        callbacks=ctx.callbacks,
-    )
+    return SFTTrainer(**ctx.trainer_kwargs())
 
 
 SFT = StageSpec(

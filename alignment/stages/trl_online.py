@@ -94,16 +94,17 @@ def shared_settings(cfg: OnlineRLConfig, data: StageData) -> dict[str, Any]:
     }
 
 
-def build_reward_fn(cfg: OnlineRLConfig, reward_fn: RewardFn | None) -> RewardFn:
+def build_reward_fn(spec: dict[str, Any] | str | None, reward_fn: RewardFn | None) -> RewardFn:
+    """The reward callable: ``reward_fn`` when given (Python API), else built from the recipe's ``reward``."""
     if reward_fn is not None:
         return reward_fn
-    if cfg.reward is None or cfg.reward == "":
+    if spec is None or spec == "":
         raise SafealignError(
             "no reward given: set `reward:` in the recipe (or --reward NAME); see docs/ppo.md"
         )
     from reward.registry import build_reward
 
-    return build_reward(cfg.reward, source="reward")
+    return build_reward(spec, source="reward")
 
 
 def make_online_trainer(ctx: StageContext, trainer_cls: type, reward_fn: RewardFn | None) -> Any:
@@ -127,15 +128,13 @@ def make_online_trainer(ctx: StageContext, trainer_cls: type, reward_fn: RewardF
         raise SafealignError(
             f"{cfg.dataset}: every prompt is longer than max_length - max_new_tokens = {limit} tokens"
         )
+    heldout = shaped.get("eval")
     trainer = trainer_cls(
-        model=ctx.model,
-        reward_funcs=[build_reward_fn(cfg, reward_fn)],
-        args=ctx.args,
-        train_dataset=shaped["train"],
-        eval_dataset=shaped.get("eval") if shaped.get("eval") is not None and len(shaped["eval"]) else None,
-        processing_class=ctx.tokenizer,
-        peft_config=ctx.peft_config,
-        callbacks=ctx.callbacks,
+        **ctx.trainer_kwargs(
+            reward_funcs=[build_reward_fn(cfg.reward, reward_fn)],
+            train_dataset=shaped["train"],
+            eval_dataset=heldout if heldout is not None and len(heldout) else None,
+        )
     )
     if getattr(trainer, "ref_model", None) is not None and ctx.source.kind == "adapter":
         # TRL rebuilt the reference from config._name_or_path, the adapter's base: use the merged input.

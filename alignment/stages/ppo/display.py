@@ -48,23 +48,9 @@ class LiveLog:
         self.progress = None
         if not enabled:
             return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from alignment.stages.progress import step_progress
 
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=self.console,
-        )
+        self.progress = step_progress(self.console)
         self.task = self.progress.add_task(title, total=total, completed=done)
         if self.console.is_terminal:
             from rich.live import Live

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +13,15 @@ from alignment.errors import SafealignError
 from alignment.rl.prompts import PromptSet, encode_prompts
 from alignment.rl.rollout import RewardFn
 from alignment.rl.update import GuardTripped
-from alignment.stages.common import base_pointer, choose_precision, resolve_input_model
-from alignment.stages.data import load_stage_data
+from alignment.stages.common import choose_precision, resolve_input_model
 from alignment.stages.ppo.checkpoint import save_final
 from alignment.stages.ppo.config import PPOStageConfig
 from alignment.stages.ppo.models import load_models
 from alignment.stages.ppo.trainer import PPOTrainer
+from alignment.stages.record import StageRecord, config_hash, precision_fields, record_head, resumed_fields
 from alignment.stages.rundir import StageDir
-from alignment.stages.runner import _broadcast, _now, config_hash, default_output_dir, peak_memory
+from alignment.stages.runner import _broadcast, default_output_dir, load_config_data
+from alignment.stages.trl_online import build_reward_fn
 
 STAGE = "ppo"
 
@@ -30,16 +29,7 @@ STAGE = "ppo"
 def _load_prompts(
     cfg: PPOStageConfig, sd: StageDir, tokenizer: Any
 ) -> tuple[PromptSet, PromptSet | None, dict]:
-    data = load_stage_data(
-        cfg.dataset,
-        "prompt",
-        train_split=cfg.train_split,
-        eval_split=cfg.eval_split,
-        max_train_samples=cfg.max_train_samples,
-        max_eval_samples=cfg.max_eval_samples,
-        seed=cfg.seed,
-        build_dir=sd.dataset,
-    )
+    data = load_config_data(cfg, "prompt", sd)
     limit = cfg.max_length - cfg.max_new_tokens
     encode = dict(max_prompt_tokens=limit, system=cfg.system_prompt, chat=cfg.chat_template)
     train = encode_prompts(tokenizer, list(data.train), **encode)
@@ -53,18 +43,6 @@ def _load_prompts(
     if heldout is not None:
         info.update(eval_prompts=len(heldout), eval_dropped_too_long=heldout.dropped)
     return train, (heldout if heldout is not None and len(heldout) else None), info
-
-
-def _build_reward(cfg: PPOStageConfig, reward_fn: RewardFn | None) -> RewardFn:
-    if reward_fn is not None:
-        return reward_fn
-    if cfg.reward is None or cfg.reward == "":
-        raise SafealignError(
-            "no reward given: set `reward:` in the recipe (or --reward NAME); see docs/ppo.md"
-        )
-    from reward.registry import build_reward
-
-    return build_reward(cfg.reward, source="reward")
 
 
 def _summary(history: list[dict[str, Any]], evals: list[dict[str, Any]], window: int = 5) -> dict[str, Any]:
@@ -99,7 +77,6 @@ def run_ppo(
     from accelerate import Accelerator
 
     from alignment.cli.console import err
-    from alignment.runs import finish_run, start_run
 
     cfg = config
     precision = choose_precision(cfg.precision, cfg.adapter)
@@ -126,50 +103,19 @@ def run_ppo(
         err.print(f"[dim]{decision.note}[/]")
     source = resolve_input_model(cfg.model)
     previous = (sd.read() or {}) if decision.action == "resume" else {}
-    record: dict[str, Any] = {
-        "stage": STAGE,
-        "status": "running",
-        "config": cfg.to_dict(),
-        "config_hash": chash,
-        "config_hashed": hashed,
-        "input_model": {
-            "spec": cfg.model,
-            "kind": source.kind,
-            "path": source.path,
-            "base": base_pointer(source),
+    stage_record = StageRecord(
+        sd,
+        {
+            **record_head(STAGE, cfg, source),
+            "precision": precision_fields(precision),
+            **resumed_fields(previous),
+            "processes": accelerator.num_processes,
         },
-        "precision": {
-            "device": precision.device,
-            "name": precision.name,
-            "load_dtype": precision.load_dtype,
-            "quantized_4bit": False,
-        },
-        "started_at": previous.get("started_at") or _now(),
-        "segments": previous.get("segments", []),
-        "last_checkpoint_step": previous.get("last_checkpoint_step"),
-        "processes": accelerator.num_processes,
-    }
-    run = None
-    if is_main:
-        sd.root.mkdir(parents=True, exist_ok=True)
-        sd.write(record)
-        run = start_run(sd.root.name, command=sys.argv, config=cfg, seed=cfg.seed, root=sd.root.parent)
-
-    def save_record(**fields: Any) -> None:
-        record.update(fields)
-        if is_main:
-            sd.write(record)
-
-    t0 = time.monotonic()
-    previous_segments = list(record["segments"])
-    segment: dict[str, Any] = {"started_at": _now(), "from_step": 0}
-
-    def on_checkpoint(step: int) -> None:  # a later resume counts the time up to this checkpoint
-        elapsed = dict(segment, to_step=step, wall_time_s=round(time.monotonic() - t0, 3))
-        save_record(last_checkpoint_step=step, segments=previous_segments + [elapsed])
-
+        is_main=is_main,
+    )
+    stage_record.open(cfg)
     try:
-        reward = _build_reward(cfg, reward_fn)
+        reward = build_reward_fn(cfg.reward, reward_fn)
         torch.manual_seed(cfg.seed)  # value-head and LoRA initialisation
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
@@ -182,7 +128,7 @@ def run_ppo(
 
         _broadcast(load_on_main, accelerator.state)  # a builder spec is built once, by the main process
         train, heldout, data_info = loaded["data"] if is_main else _load_prompts(cfg, sd, models.tokenizer)
-        save_record(
+        stage_record.save(
             dataset=data_info,
             reward={
                 "spec": cfg.reward if reward_fn is None else None,
@@ -190,10 +136,10 @@ def run_ppo(
                 "info": getattr(reward, "info", None),
             },
         )
-        trainer = PPOTrainer(cfg, models, accelerator, reward, train, heldout, sd, on_checkpoint)
+        trainer = PPOTrainer(cfg, models, accelerator, reward, train, heldout, sd, stage_record.on_checkpoint)
         if decision.checkpoint is not None:
             trainer.resume(decision.checkpoint)
-        start_step = segment["from_step"] = trainer.step
+        stage_record.segment["from_step"] = trainer.step
         trainer.prepare()
         if trackers:
             accelerator.init_trackers(sd.root.name, config={k: str(v) for k, v in cfg.to_dict().items()})
@@ -201,7 +147,7 @@ def run_ppo(
             trainer.train(err)
         except GuardTripped as exc:
             kept = trainer.keep_checkpoint(str(exc))
-            save_record(
+            stage_record.save(
                 status="stopped", stopped={"step": trainer.step, "reason": str(exc), "checkpoint": str(kept)}
             )
             where_kept = f"checkpoint kept at {kept}" if kept else "no checkpoint could be kept"
@@ -217,41 +163,19 @@ def run_ppo(
                 trust_remote_code=cfg.trust_remote_code,
             )
         accelerator.wait_for_everyone()
-        segment.update(ended_at=_now(), to_step=trainer.step, wall_time_s=round(time.monotonic() - t0, 3))
-        segments = previous_segments + [segment]
-        save_record(
-            status="completed",
-            ended_at=_now(),
+        stage_record.complete(
+            STAGE,
+            global_step=trainer.step,
+            max_steps=trainer.steps,
             metrics=_summary(trainer.history, trainer.evals),
             curves={"train": trainer.history, "eval": trainer.evals},
             model=model_record,
-            steps={
-                "global_step": trainer.step,
-                "max_steps": trainer.steps,
-                "resumed_from_step": start_step or None,
-            },
-            segments=segments,
-            wall_time_s=round(sum(s.get("wall_time_s", 0.0) for s in segments), 3),
             step_time=trainer.step_time(),
-            peak_memory=peak_memory(),
         )
         if trackers:
             accelerator.end_training()
-        if run is not None:
-            finish_run(run, stage=STAGE, model=str(sd.model))
     except BaseException as exc:
-        status = record.get("status")
-        if status != "stopped":
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        segment.update(ended_at=_now(), wall_time_s=round(time.monotonic() - t0, 3))
-        save_record(
-            status=status,
-            error=f"{type(exc).__name__}: {exc}",
-            segments=previous_segments + [segment],
-            peak_memory=peak_memory(),
-        )
-        if run is not None:
-            finish_run(run, status, error=f"{type(exc).__name__}: {exc}")
+        stage_record.fail(exc)
         raise
     if is_main:
         err.print(f"[green]ppo finished[/]: model in {sd.model}")
