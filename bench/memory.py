@@ -108,11 +108,13 @@ def child(kind: str, adapter: str, model: str, steps: int, data_dir: str, out: s
         run_ppo(PPOStageConfig(**settings), out)
 
 
-def pipeline_recipe(path: Path, steps: int) -> Path:
-    """The default pipeline recipe with every stage cut to ``steps`` steps, written to ``path``."""
+def pipeline_recipe(path: Path, steps: int, classifier_limit: int = 200) -> Path:
+    """The default pipeline recipe with every stage cut to ``steps`` steps (8 held-out rows) and the
+    stereotype classifier to ``classifier_limit`` rows per source, written to ``path``."""
     import yaml
 
     recipe = yaml.safe_load(Path("recipes/smollm2-135m-instruct/pipeline.yaml").read_text(encoding="utf-8"))
+    recipe["stereotype_classifier"]["limit"] = classifier_limit
     for stage in recipe["stages"]:
         stage["config"].update(max_steps=steps, save_steps=steps, max_eval_samples=8)
     path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
@@ -187,7 +189,7 @@ def run_benchmark(
             "lora": {"r": 16, "alpha": 32, "target_modules": "all-linear"},
             "pipeline": {
                 "recipe": "recipes/smollm2-135m-instruct/pipeline.yaml with max_steps and save_steps set to "
-                f"{pipeline_steps} and max_eval_samples 8 per stage",
+                f"{pipeline_steps} and max_eval_samples 8 per stage, stereotype classifier limit 200",
                 "eval_limit": pipeline_limit,
             },
         },
