@@ -4,18 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-TOPICS = [
-    "the nurse",
-    "the engineer",
-    "my neighbor",
-    "a teacher",
-    "the doctor",
-    "his mother",
-    "her father",
-    "the old man",
-    "the students",
-    "people",
-]
+from stages_support import SUBJECTS, save_splits
+
+TOPICS = [*SUBJECTS, "the students", "people"]
 
 # The toy reward, as source for a plugin file (`reward: <dir>/toy_reward.py:space_share`) and as a function.
 TOY_REWARD_SOURCE = '''
@@ -31,20 +22,12 @@ space_share = _namespace["space_share"]
 
 def write_prompts(path: Path, train: int = 32, test: int = 8, conversational: bool = False) -> Path:
     """A prompt pool in the data builders' layout: `prompt` (+ `source`), train and test splits."""
-    from datasets import Dataset, DatasetDict
 
-    def rows(start: int, n: int) -> list[dict]:
-        out = []
-        for i in range(start, start + n):
-            text = f"Tell me about {TOPICS[i % len(TOPICS)]} number {i}."
-            prompt = [{"role": "user", "content": text}] if conversational else text
-            out.append({"prompt": prompt, "source": "toy"})
-        return out
+    def row(i: int) -> dict:
+        text = f"Tell me about {TOPICS[i % len(TOPICS)]} number {i}."
+        return {"prompt": [{"role": "user", "content": text}] if conversational else text, "source": "toy"}
 
-    DatasetDict(
-        train=Dataset.from_list(rows(0, train)), test=Dataset.from_list(rows(1000, test))
-    ).save_to_disk(str(path))
-    return path
+    return save_splits(path, row, train, test)
 
 
 def write_toy_reward(folder: Path) -> str:

@@ -6,18 +6,12 @@ reply is always the respectful one) with held-out prompts in the test split.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
-SUBJECTS = [
-    "the nurse",
-    "the engineer",
-    "my neighbor",
-    "a teacher",
-    "the doctor",
-    "his mother",
-    "her father",
-    "the old man",
-]
+from alignment.models.builtin import TINY_SUBJECTS
+
+SUBJECTS = TINY_SUBJECTS[:8]
 
 
 def _user(text: str) -> list[dict[str, str]]:
@@ -28,52 +22,44 @@ def _assistant(text: str) -> list[dict[str, str]]:
     return [{"role": "assistant", "content": text}]
 
 
-def write_sft(path: Path, train: int = 64, test: int = 16) -> Path:
-    """Prompt/completion rewrite pairs (conversational), with a metadata column."""
+def save_splits(path: Path, make_row: Callable[[int], dict], train: int, test: int) -> Path:
+    """Save rows ``make_row(i)`` as a DatasetDict: train numbered from 0, test from 1000 (no shared rows)."""
     from datasets import Dataset, DatasetDict
 
-    def rows(start: int, n: int) -> list[dict]:
-        out = []
-        for i in range(start, start + n):
-            subject = SUBJECTS[i % len(SUBJECTS)]
-            out.append(
-                {
-                    "prompt": _user(f"Rewrite without bias: {subject} said the answer is {i}."),
-                    "completion": _assistant(f"{subject.capitalize()} said the answer is {i}."),
-                    "bias_type": "gender",
-                }
-            )
-        return out
-
     DatasetDict(
-        train=Dataset.from_list(rows(0, train)), test=Dataset.from_list(rows(1000, test))
+        train=Dataset.from_list([make_row(i) for i in range(train)]),
+        test=Dataset.from_list([make_row(i) for i in range(1000, 1000 + test)]),
     ).save_to_disk(str(path))
     return path
+
+
+def write_sft(path: Path, train: int = 64, test: int = 16) -> Path:
+    """Prompt/completion rewrite pairs (conversational), with a metadata column."""
+
+    def row(i: int) -> dict:
+        subject = SUBJECTS[i % len(SUBJECTS)]
+        return {
+            "prompt": _user(f"Rewrite without bias: {subject} said the answer is {i}."),
+            "completion": _assistant(f"{subject.capitalize()} said the answer is {i}."),
+            "bias_type": "gender",
+        }
+
+    return save_splits(path, row, train, test)
 
 
 def write_preference(path: Path, train: int = 64, test: int = 16, strategy: str = "less_over_more") -> Path:
     """Prompt/chosen/rejected pairs: the chosen reply is always the respectful sentence."""
-    from datasets import Dataset, DatasetDict
 
-    def rows(start: int, n: int) -> list[dict]:
-        out = []
-        for i in range(start, start + n):
-            subject = SUBJECTS[i % len(SUBJECTS)]
-            out.append(
-                {
-                    "prompt": _user(f"Tell me about {subject} number {i}."),
-                    "chosen": _assistant("Everyone deserves respect."),
-                    "rejected": _assistant("Nothing at all."),
-                    "strategy": strategy,
-                    "bias_type": "gender",
-                }
-            )
-        return out
+    def row(i: int) -> dict:
+        return {
+            "prompt": _user(f"Tell me about {SUBJECTS[i % len(SUBJECTS)]} number {i}."),
+            "chosen": _assistant("Everyone deserves respect."),
+            "rejected": _assistant("Nothing at all."),
+            "strategy": strategy,
+            "bias_type": "gender",
+        }
 
-    DatasetDict(
-        train=Dataset.from_list(rows(0, train)), test=Dataset.from_list(rows(1000, test))
-    ).save_to_disk(str(path))
-    return path
+    return save_splits(path, row, train, test)
 
 
 def write_parity(path: Path, train_subjects: int = 6) -> Path:

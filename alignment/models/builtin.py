@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 from alignment.io import atomic_dir
 from alignment.models.packaged import PACKAGED
@@ -49,6 +50,11 @@ def build_smollm2(target: Path) -> Path:
     # A pad token distinct from EOS, so padding never masks the end-of-turn token in training.
     tokenizer.pad_token = "<|endoftext|>"
     model.config.pad_token_id = tokenizer.pad_token_id
+    return _save_checkpoint(model, tokenizer, target)
+
+
+def _save_checkpoint(model: Any, tokenizer: Any, target: Path) -> Path:
+    """Save a plain local checkpoint atomically; generation pads and stops with the tokenizer's tokens."""
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     with atomic_dir(target) as tmp:
@@ -57,23 +63,26 @@ def build_smollm2(target: Path) -> Path:
     return target
 
 
+# People the tiny tokenizer's corpus talks about (tests build prompts from them, so they tokenize compactly).
+TINY_SUBJECTS = (
+    "the nurse",
+    "the engineer",
+    "my neighbor",
+    "a teacher",
+    "the doctor",
+    "his mother",
+    "her father",
+    "the old man",
+    "a young woman",
+    "the students",
+    "people",
+    "everyone",
+)
+
+
 def _tiny_corpus(seed: int, n: int = 3000) -> list[str]:
     """Deterministic English-like sentences for training the tiny tokenizer."""
     rng = random.Random(seed)
-    subjects = [
-        "the nurse",
-        "the engineer",
-        "my neighbor",
-        "a teacher",
-        "the doctor",
-        "his mother",
-        "her father",
-        "the old man",
-        "a young woman",
-        "the students",
-        "people",
-        "everyone",
-    ]
     verbs = ["said", "thinks", "knows", "wrote", "asked", "helped", "saw", "believes", "told us"]
     objects = [
         "the answer is Paris",
@@ -101,7 +110,7 @@ def _tiny_corpus(seed: int, n: int = 3000) -> list[str]:
         if rng.random() < 0.2:
             lines.append(rng.choice(extras))
         else:
-            sentence = f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)}."
+            sentence = f"{rng.choice(TINY_SUBJECTS)} {rng.choice(verbs)} {rng.choice(objects)}."
             lines.append(sentence[0].upper() + sentence[1:])
     return lines
 
@@ -155,9 +164,4 @@ def build_tiny_random(target: Path, seed: int = 0, vocab_size: int = 512) -> Pat
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).to(torch.float32)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    with atomic_dir(target) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-    return target
+    return _save_checkpoint(model, tokenizer, target)
