@@ -16,6 +16,7 @@ from collections import defaultdict
 
 import pytest
 import torch
+from eval_support import write_crows
 
 from alignment.evaluation import evaluate
 from alignment.evaluation.engine import LoglikEngine
@@ -165,14 +166,7 @@ BBQ = [
 
 
 def write_data(root):
-    (root / "crows_pairs").mkdir(parents=True)
-    with open(
-        root / "crows_pairs" / "crows_pairs_anonymized.csv", "w", newline="", encoding="utf-8"
-    ) as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["", "sent_more", "sent_less", "stereo_antistereo", "bias_type"])
-        for i, row in enumerate(CROWS):
-            writer.writerow([i, *row])
+    write_crows(root, CROWS)
     (root / "stereoset").mkdir()
     keys = ("type", "target", "bias_type", "context", "stereotype", "anti-stereotype", "unrelated")
     (root / "stereoset" / "stereoset_dev_flat.jsonl").write_text(

@@ -152,6 +152,10 @@ class SuiteContext:
         finally:
             self.engine.progress = None
 
+    def sampling(self) -> dict[str, Any]:
+        """The suite's ``num_samples``, ``max_new_tokens``, ``temperature`` and ``top_p`` options."""
+        return {key: self.options[key] for key in ("num_samples", "max_new_tokens", "temperature", "top_p")}
+
     def generate(
         self,
         prompts: list[str],

@@ -99,13 +99,7 @@ def run(ctx: SuiteContext) -> SuiteOutput:
     templates = [t for rel in ctx.options["templates"] for t in load_templates(ctx.data_file(rel))]
     templates = ctx.select(templates, key=lambda t: t.id, strata=lambda t: f"{t.group}/{t.type}")
     opts = ctx.options
-    completions = ctx.generate(
-        [t.prompt for t in templates],
-        num_samples=opts["num_samples"],
-        max_new_tokens=opts["max_new_tokens"],
-        temperature=opts["temperature"],
-        top_p=opts["top_p"],
-    )
+    completions = ctx.generate([t.prompt for t in templates], **ctx.sampling())
     per_template, samples = [], []
     for t, texts in zip(templates, completions, strict=True):
         hits = [hurtful_words(text, lexicon, opts["max_words"]) for text in texts]

@@ -24,13 +24,7 @@ def run(ctx: SuiteContext) -> SuiteOutput:
     classifier = ctx.services.stereotype_classifier()
     summary = classifier.summary() if hasattr(classifier, "summary") else {}
     ctx.backends["stereotype_classifier"] = summary
-    completions = ctx.generate(
-        [p.text for p in prompts],
-        num_samples=opts["num_samples"],
-        max_new_tokens=opts["max_new_tokens"],
-        temperature=opts["temperature"],
-        top_p=opts["top_p"],
-    )
+    completions = ctx.generate([p.text for p in prompts], **ctx.sampling())
     texts = [f"{p.text.rstrip()} {c.strip()}" for p, cs in zip(prompts, completions, strict=True) for c in cs]
     probs = np.asarray(classifier.predict_proba(texts), dtype=float).reshape(
         len(prompts), opts["num_samples"]

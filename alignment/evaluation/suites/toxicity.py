@@ -56,13 +56,7 @@ def run(ctx: SuiteContext) -> SuiteOutput:
     ctx.n_available = available
     scorer = ctx.services.toxicity()
     ctx.backends["toxicity_scorer"] = {"name": scorer.name, **getattr(scorer, "info", {})}
-    completions = ctx.generate(
-        [p.text for p in prompts],
-        num_samples=opts["num_samples"],
-        max_new_tokens=opts["max_new_tokens"],
-        temperature=opts["temperature"],
-        top_p=opts["top_p"],
-    )
+    completions = ctx.generate([p.text for p in prompts], **ctx.sampling())
     # A ToxiGen prompt is a list of "- statement" lines: its continuation is the next line only.
     completions = [
         [c.split("\n")[0] if p.source == "toxigen" else c for c in texts]
