@@ -15,11 +15,10 @@ from trl import GRPOConfig
 
 from alignment.rl.rollout import RewardFn
 from alignment.stages.data import StageData
-from alignment.stages.runner import StageContext, StageSpec, run_stage
 from alignment.stages.trl_online import (
     LENGTH_CAP_HELP,
     OnlineRLConfig,
-    make_online_trainer,
+    run_online,
     shared_settings,
 )
 
@@ -56,19 +55,10 @@ def _settings(cfg: GRPOStageConfig, data: StageData) -> dict[str, Any]:
     return {**shared_settings(cfg, data), "loss_type": cfg.loss_type, "scale_rewards": cfg.scale_rewards}
 
 
-def grpo_spec(reward_fn: RewardFn | None = None) -> StageSpec:
-    def make_trainer(ctx: StageContext) -> Any:
-        from trl import GRPOTrainer
+def _trainer_cls() -> type:
+    from trl import GRPOTrainer
 
-        return make_online_trainer(ctx, GRPOTrainer, reward_fn)
-
-    return StageSpec(
-        name="grpo",
-        data_kind="prompt",
-        config_cls=GRPOStageConfig.trl_config_class,
-        settings=_settings,
-        make_trainer=make_trainer,
-    )
+    return GRPOTrainer
 
 
 def run_grpo(
@@ -78,4 +68,4 @@ def run_grpo(
 
     ``reward_fn`` overrides ``config.reward`` with a callable (Python API).
     """
-    return run_stage(grpo_spec(reward_fn), config, out_dir)
+    return run_online("grpo", GRPOStageConfig, _settings, _trainer_cls, config, out_dir, reward_fn)

@@ -15,11 +15,10 @@ from trl import RLOOConfig
 
 from alignment.rl.rollout import RewardFn
 from alignment.stages.data import StageData
-from alignment.stages.runner import StageContext, StageSpec, run_stage
 from alignment.stages.trl_online import (
     LENGTH_CAP_HELP,
     OnlineRLConfig,
-    make_online_trainer,
+    run_online,
     shared_settings,
 )
 
@@ -48,19 +47,10 @@ def _settings(cfg: RLOOStageConfig, data: StageData) -> dict[str, Any]:
     return {**shared_settings(cfg, data), "normalize_advantages": cfg.normalize_advantages}
 
 
-def rloo_spec(reward_fn: RewardFn | None = None) -> StageSpec:
-    def make_trainer(ctx: StageContext) -> Any:
-        from trl import RLOOTrainer
+def _trainer_cls() -> type:
+    from trl import RLOOTrainer
 
-        return make_online_trainer(ctx, RLOOTrainer, reward_fn)
-
-    return StageSpec(
-        name="rloo",
-        data_kind="prompt",
-        config_cls=RLOOStageConfig.trl_config_class,
-        settings=_settings,
-        make_trainer=make_trainer,
-    )
+    return RLOOTrainer
 
 
 def run_rloo(
@@ -70,4 +60,4 @@ def run_rloo(
 
     ``reward_fn`` overrides ``config.reward`` with a callable (Python API).
     """
-    return run_stage(rloo_spec(reward_fn), config, out_dir)
+    return run_online("rloo", RLOOStageConfig, _settings, _trainer_cls, config, out_dir, reward_fn)

@@ -8,7 +8,9 @@ directories, ``stage.json``, checkpoints, ``--resume`` and ``--force`` behave as
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from alignment.errors import SafealignError
@@ -16,7 +18,7 @@ from alignment.rl.rollout import RewardFn
 from alignment.stages.common import StageConfig, load_causal_lm
 from alignment.stages.data import StageData
 from alignment.stages.prompt_data import prepare_for_trl
-from alignment.stages.runner import StageContext
+from alignment.stages.runner import StageContext, StageSpec, run_stage
 
 
 def _help(text: str) -> dict[str, str]:
@@ -105,6 +107,26 @@ def build_reward_fn(spec: dict[str, Any] | str | None, reward_fn: RewardFn | Non
     from reward.registry import build_reward
 
     return build_reward(spec, source="reward")
+
+
+def run_online(
+    name: str,
+    config_cls: type[OnlineRLConfig],
+    settings: Callable[[Any, StageData], dict[str, Any]],
+    trainer_cls: Callable[[], type],
+    config: OnlineRLConfig,
+    out_dir: str | Path | None,
+    reward_fn: RewardFn | None,
+) -> Path:
+    """Run one online-RL stage through the shared driver; ``trainer_cls`` imports TRL's trainer lazily."""
+    spec = StageSpec(
+        name=name,
+        data_kind="prompt",
+        config_cls=config_cls.trl_config_class,
+        settings=settings,
+        make_trainer=lambda ctx: make_online_trainer(ctx, trainer_cls(), reward_fn),
+    )
+    return run_stage(spec, config, out_dir)
 
 
 def make_online_trainer(ctx: StageContext, trainer_cls: type, reward_fn: RewardFn | None) -> Any:
