@@ -9,9 +9,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from alignment.models.builtin import TINY_SUBJECTS
 
 SUBJECTS = TINY_SUBJECTS[:8]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The tiny model trains fastest on one thread, and the CPU is shared with other test runs.
+
+    Autouse in every test module that imports it.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _user(text: str) -> list[dict[str, str]]:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from stages_support import write_preference, write_sft
+from stages_support import one_thread, write_preference, write_sft  # noqa: F401  (one_thread: autouse fixture)
 
 from alignment.config import parse_config
 from alignment.stages.dpo import DPOStageConfig
@@ -18,16 +18,6 @@ STAGE_RECIPES = sorted(
     for p in RECIPES.glob("*/*.yaml")
     if p.parent.name != "accelerate" and p.name.split("-")[0].split(".")[0] in ("sft", "dpo")
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_every_stage_recipe_parses():

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from stages_support import completion_logprob, write_parity, write_preference, write_sft
+from stages_support import (  # noqa: F401  (one_thread: autouse fixture)
+    completion_logprob,
+    one_thread,
+    write_parity,
+    write_preference,
+    write_sft,
+)
 
 from alignment.errors import SafealignError
 from alignment.models import load_model
@@ -37,15 +43,6 @@ def mean_completion_logprob(model_dir: Path, dataset: Path, split: str = "test")
         prompt = tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
         total += completion_logprob(model, tokenizer, prompt, row["completion"][0]["content"] + "<|im_end|>")
     return total / len(rows)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny model trains fastest on one thread, and the CPU is shared with other test runs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
