@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -152,6 +153,10 @@ def check_keys(values: dict[str, Any], dataclass_types: tuple[type, ...], source
 
 def _instantiate(dc: type[T], values: dict[str, Any], source: str) -> T:
     names = {f.name for f in dataclasses.fields(dc) if f.init}
+    for key in names & set(values):
+        value = values[key]
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SafealignError(f"{source}, key {key!r}: expected a finite number, got {value}")
     try:
         return dc(**{k: v for k, v in values.items() if k in names})
     except (ValueError, TypeError) as exc:

@@ -248,8 +248,15 @@ def _say(message: str) -> None:
 class Pipeline:
     """Runs one pipeline recipe in its run directory (see the module docstring)."""
 
-    def __init__(self, cfg: PipelineConfig, root: str | Path | None = None, force: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: PipelineConfig,
+        root: str | Path | None = None,
+        force: bool = False,
+        source: str = "pipeline",
+    ) -> None:
         self.cfg = cfg
+        self.source = str(source)  # the recipe file, named in errors
         self.run_dir = Path(root or runs_dir()) / cfg.name
         self.force = force
         self.state: PipelineState | None = None
@@ -260,23 +267,27 @@ class Pipeline:
     # -- data ---------------------------------------------------------------------------------------------
     def build_data(self) -> None:
         from data_builders.builders.build import run_build
-        from data_builders.builders.config import BuildConfig
 
         for key, spec in self.cfg.data.items():
-            options = {"seed": self.cfg.split.seed, "test_fraction": self.cfg.split.test_fraction, **spec}
-            options["out"] = str(self.run_dir / "data" / key)
-            build = from_dict(BuildConfig, options, f"pipeline data.{key}")
-            result = run_build(build)
+            result = run_build(self.build_config(key, spec))
             prov = result.provenance
             self.datasets[key] = {
-                "path": options["out"],
+                "path": str(result.out),
                 "fingerprint": prov.get("fingerprint"),
                 "sources": prov.get("sources"),
                 "rows": prov.get("rows"),
                 "strategy": prov.get("strategy"),
             }
             self.state.set("data", key, fingerprint=prov.get("fingerprint"))
-            _say(f"data {key}: {'built' if result.rebuilt else 'up to date'} ({options['out']})")
+            _say(f"data {key}: {'built' if result.rebuilt else 'up to date'} ({result.out})")
+
+    def build_config(self, key: str, spec: dict[str, Any]) -> Any:
+        """The data builders' config of ``data.<key>`` (split settings from the recipe, output in the run)."""
+        from data_builders.builders.config import BuildConfig
+
+        options = {"seed": self.cfg.split.seed, "test_fraction": self.cfg.split.test_fraction, **spec}
+        options["out"] = str(self.run_dir / "data" / key)
+        return from_dict(BuildConfig, options, f"{self.source}:data.{key}")
 
     def train_classifier(self) -> str:
         """The stereotype classifier's hash (empty when the recipe has none); sets ``self.classifier``."""
@@ -347,18 +358,10 @@ class Pipeline:
         """Train one stage from ``model``; returns (saved model path, chained hash, stage.json record)."""
         import json
 
-        config_cls, run = stage_module(stage.type)
+        _, run = stage_module(stage.type)
         dataset, fingerprint = self.dataset_path(stage)
         out = self.run_dir / "stages" / stage.name
-        values = {"seed": self.cfg.seed, **stage.config, "model": model, "resume": True, "force": False}
-        if dataset:
-            values["dataset"] = dataset
-        names = {f.name for f in dataclasses.fields(config_cls)}
-        if "reward" in names:
-            reward = stage.config.get("reward", self.cfg.reward)
-            if reward is not None:
-                values["reward"] = with_classifier(reward, self.classifier)
-        stage_cfg = from_dict(config_cls, values, f"pipeline stages.{stage.name}.config")
+        stage_cfg = self.stage_config(stage, model, dataset, self.classifier)
         hashed = {
             k: v for k, v in dataclasses.asdict(stage_cfg).items() if k not in ("model", "resume", "force")
         }
@@ -374,13 +377,72 @@ class Pipeline:
         record = json.loads((out / "stage.json").read_text(encoding="utf-8"))
         return str(model_dir), chain, record
 
+    def stage_config(self, stage: StagePlan, model: str, dataset: str, classifier: str | None) -> Any:
+        """A stage's config: recipe settings, the pipeline's seed and reward, the model it starts from."""
+        config_cls, _ = stage_module(stage.type)
+        values = {"seed": self.cfg.seed, **stage.config, "model": model, "resume": True, "force": False}
+        if dataset:
+            values["dataset"] = dataset
+        names = {f.name for f in dataclasses.fields(config_cls)}
+        if "reward" in names:
+            reward = stage.config.get("reward", self.cfg.reward)
+            if reward is not None:
+                values["reward"] = with_classifier(reward, classifier)
+        return from_dict(config_cls, values, f"{self.source}:stages.{stage.name}.config")
+
     # -- the whole run ------------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Everything that can reject the recipe, checked before the run directory is touched: the model,
+        every data build (options and source rows), the classifier options, every stage config and
+        reward, and the evaluation preset, suites and data files."""
+        from alignment.evaluation.runner import plan_evaluation
+        from alignment.models import resolve_model
+        from data_builders.builders.build import collect
+        from reward.registry import check_reward_spec
+
+        cfg = self.cfg
+        try:
+            resolve_model(cfg.model)
+        except SafealignError as exc:
+            raise SafealignError(f"{self.source}, key 'model': {exc}") from exc
+        for key, spec in cfg.data.items():
+            build = self.build_config(key, spec)
+            try:
+                collect(build)  # reads and validates the source rows; nothing is written
+            except SafealignError as exc:
+                raise SafealignError(f"{self.source}:data.{key}: {exc}") from exc
+        trains_classifier = isinstance(cfg.stereotype_classifier, dict)
+        if trains_classifier:
+            from reward.stereotype.train import StereotypeTrainConfig
+
+            options = {**cfg.stereotype_classifier, "out": str(self.run_dir / "stereotype_classifier")}
+            from_dict(StereotypeTrainConfig, options, f"{self.source}:stereotype_classifier")
+        elif cfg.stereotype_classifier is not None and not Path(cfg.stereotype_classifier).is_dir():
+            raise SafealignError(
+                f"{self.source}, key 'stereotype_classifier': {cfg.stereotype_classifier}: no such directory"
+            )
+        if cfg.reward is not None:
+            check_reward_spec(cfg.reward, f"{self.source}, key 'reward'")
+        for stage in cfg.stages:
+            dataset = (
+                str(self.run_dir / "data" / stage.dataset) if stage.dataset in cfg.data else stage.dataset
+            )
+            self.stage_config(stage, cfg.model, dataset, None)
+        kwargs = _eval_kwargs(cfg, None)
+        if trains_classifier and kwargs["suites"]:  # the classifier exists only once the run trains it
+            kwargs["suites"] = [s for s in kwargs["suites"] if s != "stereotype_rate"] or None
+        try:
+            plan_evaluation(cfg.model, base_model=cfg.model, check_model=False, **kwargs)
+        except SafealignError as exc:
+            raise SafealignError(f"{self.source}, key 'evaluation': {exc}") from exc
+
     def run(self) -> dict[str, Any]:
         from alignment.audit import leakage_audit
         from alignment.models import resolve_model
         from alignment.runs import run_context
 
         cfg = self.cfg
+        self.check()
         with run_context(
             cfg.name, command=sys.argv, config=cfg, seed=cfg.seed, root=self.run_dir.parent
         ) as run:
@@ -433,10 +495,21 @@ class Pipeline:
         return report
 
 
-def rebuild_report(run_dir: str | Path) -> dict[str, Any]:
-    """Re-create the report of a finished (or partly finished) pipeline run from its saved outputs."""
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a run's file, or one clear error naming the file."""
     import json
 
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SafealignError(f"{path}: not valid JSON ({exc}); rerun the pipeline to rewrite it") from exc
+    if not isinstance(data, dict):
+        raise SafealignError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def rebuild_report(run_dir: str | Path) -> dict[str, Any]:
+    """Re-create the report of a finished (or partly finished) pipeline run from its saved outputs."""
     from alignment.evaluation import load_results
     from alignment.runs import load_manifest
 
@@ -453,12 +526,12 @@ def rebuild_report(run_dir: str | Path) -> dict[str, Any]:
             continue
         results[name] = load_results(eval_dir)
         stage_file = run_dir / "stages" / name / "stage.json"
-        records[name] = json.loads(stage_file.read_text(encoding="utf-8")) if stage_file.is_file() else None
+        records[name] = _read_json(stage_file) if stage_file.is_file() else None
     if BASE not in results:
         raise SafealignError(f"{run_dir}: the base model has no evaluation results yet; run the pipeline")
     previous = {}
     metrics_file = run_dir / "metrics.json"
     if metrics_file.is_file():
-        previous = json.loads(metrics_file.read_text(encoding="utf-8")).get("provenance", {})
+        previous = _read_json(metrics_file).get("provenance", {})
     provenance = {k: v for k, v in previous.items() if k != "scorer_backends"} or {"model": cfg.model}
     return write_report(run_dir, cfg.name, results, records, provenance, cfg.report)

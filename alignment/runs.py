@@ -15,6 +15,7 @@ import dataclasses
 import getpass
 import platform
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from alignment.errors import SafealignError
-from alignment.io import atomic_write_json
+from alignment.io import atomic_write_bytes, atomic_write_json
 from alignment.paths import runs_dir
 
 MANIFEST = "manifest.json"
@@ -170,11 +171,29 @@ def finish_run(run: Run, status: str = "completed", **fields: Any) -> dict[str, 
 
 
 @contextmanager
-def run_context(name: str, **kwargs: Any) -> Iterator[Run]:
-    """``start_run`` + ``finish_run`` around a block; failures and Ctrl-C are recorded, then re-raised."""
+def run_context(name: str, *, discard_on_input_error: bool = False, **kwargs: Any) -> Iterator[Run]:
+    """``start_run`` + ``finish_run`` around a block; failures and Ctrl-C are recorded, then re-raised.
+
+    With ``discard_on_input_error``, a :class:`SafealignError` (bad input, found before the block wrote
+    any output) leaves the folder as it was instead: a run directory this call created is removed, and
+    an earlier manifest is put back byte for byte.
+    """
+    run_dir = Path(kwargs.get("root") or runs_dir()) / name
+    existed = run_dir.exists()
+    old_manifest = (run_dir / MANIFEST).read_bytes() if (run_dir / MANIFEST).is_file() else None
     run = start_run(name, **kwargs)
     try:
         yield run
+    except SafealignError as exc:
+        if not discard_on_input_error:
+            finish_run(run, "failed", error=f"{type(exc).__name__}: {exc}")
+        elif not existed:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        elif old_manifest is None:
+            (run_dir / MANIFEST).unlink(missing_ok=True)
+        else:
+            atomic_write_bytes(run_dir / MANIFEST, old_manifest)
+        raise
     except KeyboardInterrupt:
         finish_run(run, "interrupted")
         raise

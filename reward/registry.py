@@ -265,3 +265,70 @@ def build_reward(spec: Any, source: str = "reward spec", base_dir: str | Path | 
         _component(c, f"{source}, components[{i}]", base) for i, c in enumerate(composite.components)
     ]
     return CompositeReward(components, normalize=composite.normalize, name=composite.name)
+
+
+def check_reward_spec(spec: Any, source: str = "reward spec", base_dir: str | Path | None = None) -> None:
+    """Validate a reward spec (names, keys, types, plugin files) without loading any model or plugin.
+
+    Run it where a recipe is read, so a misspelt reward fails before any work; :func:`build_reward`
+    loads the rewards later.
+
+    >>> check_reward_spec({"components": [{"reward": "non_empty"}, {"reward": "toxicty"}]}, "recipe.yaml")
+    Traceback (most recent call last):
+    ...
+    alignment.errors.SafealignError: recipe.yaml, components[1]: unknown reward 'toxicty'; known: ...
+    """
+    base = Path(base_dir) if base_dir is not None else None
+    if isinstance(spec, Path) or (isinstance(spec, str) and spec.strip().lower().endswith((".yaml", ".yml"))):
+        path = Path(spec)
+        check_reward_spec(load_yaml(path), str(path), path.resolve().parent)
+        return
+    if isinstance(spec, str):
+        _check_name(spec, source, base)
+        return
+    if isinstance(spec, list):
+        spec = {"components": spec}
+    if not isinstance(spec, dict):
+        raise SafealignError(
+            f"{source}: a reward spec is a name, a mapping or a list, not {type(spec).__name__}"
+        )
+    if "components" not in spec:
+        entries, where_ = [spec], [source]
+    else:
+        composite = from_dict(CompositeSpec, spec, source)
+        entries = composite.components
+        where_ = [f"{source}, components[{i}]" for i in range(len(entries))]
+    for entry, at in zip(entries, where_, strict=True):
+        if isinstance(entry, str):
+            entry = {"reward": entry}
+        if not isinstance(entry, dict):
+            raise SafealignError(f"{at}: expected a reward name or mapping, got {type(entry).__name__}")
+        if "reward" not in entry:
+            raise SafealignError(f"{at}: missing key 'reward' (the reward's name)")
+        _check_name(from_dict(ComponentSpec, entry, at).reward, at, base)
+
+
+def _check_name(name: str, source: str, base_dir: Path | None) -> None:
+    """A built-in, an installed plugin, an importable ``module:fn`` or an existing ``file.py:fn``."""
+    name = str(name).strip()
+    if name in BUILTINS or name in entry_points():
+        return
+    module_name, _, attr = name.rpartition(":")
+    if not module_name or not attr:
+        raise SafealignError(f"{source}: {_unknown(name)}")
+    if module_name.endswith(".py"):
+        candidates = [Path(module_name)]
+        if base_dir is not None and not Path(module_name).is_absolute():
+            candidates.append(base_dir / module_name)
+        if not any(p.is_file() for p in candidates):
+            raise SafealignError(f"{source}: reward {name!r}: file {module_name} not found")
+        return
+    try:
+        found = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        found = None
+    if found is None:
+        raise SafealignError(
+            f"{source}: reward {name!r}: cannot find module {module_name!r}; "
+            "is it installed or on PYTHONPATH?"
+        )

@@ -165,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         config=config,
         seed=args.seed,
         root=out_dir.parent,
+        discard_on_input_error=True,  # data or model problems found while loading leave no trace
     ) as run_:
         results = execute(plan, out_dir=out_dir, write_samples=not args.no_samples, progress=True)
         run_.update(

@@ -41,7 +41,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
 
     overrides = {k: getattr(args, k) for k in ("model", "name", "preset", "limit", "only", "seed")}
     cfg = load_pipeline(args.config, overrides)
-    Pipeline(cfg, root=args.runs_dir, force=args.force).run()
+    Pipeline(cfg, root=args.runs_dir, force=args.force, source=args.config).run()
     return 0
 
 

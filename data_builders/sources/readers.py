@@ -24,6 +24,9 @@ from alignment.errors import SafealignError, where
 
 BAD_ROW_POLICIES = ("error", "skip")
 MISSING_WORDS = frozenset({"nan", "null", "none", "na", "n/a"})
+# Longer than any sentence, prompt or document these datasets hold: a value this long is a broken file
+# (a lost quote or newline swallowed the rest of it), not data to train on.
+MAX_TEXT_CHARS = 100_000
 _SURROGATE = re.compile("[\udc80-\udcff]")
 csv.field_size_limit(1 << 24)
 
@@ -218,6 +221,11 @@ def text_field(record: dict[str, Any], field: str, required: bool = True) -> str
         raise RowProblem(field, f"expected text, got {type(value).__name__} {value!r}")
     if _SURROGATE.search(value):
         raise RowProblem(field, "not valid UTF-8 (re-save the file as UTF-8)")
+    if len(value) > MAX_TEXT_CHARS:
+        raise RowProblem(
+            field,
+            f"text too long ({len(value):,} characters, limit {MAX_TEXT_CHARS:,}): a lost quote or newline?",
+        )
     value = value.strip()
     if not value or value.lower() in MISSING_WORDS:
         if required:

@@ -123,6 +123,14 @@ class PPOStageConfig(StageConfig):
             raise ValueError(f"value_head_learning_rate must be > 0, got {self.value_head_learning_rate}")
         if self.kl_horizon <= 0:
             raise ValueError(f"kl_horizon must be > 0, got {self.kl_horizon}")
+        if self.reward not in (None, ""):  # names and keys now, so a typo fails before any output
+            from alignment.errors import SafealignError
+            from reward.registry import check_reward_spec
+
+            try:
+                check_reward_spec(self.reward, "key 'reward'")
+            except SafealignError as exc:
+                raise ValueError(str(exc)) from exc
 
     def hyperparameters(self) -> PPOHyperparameters:
         return PPOHyperparameters(

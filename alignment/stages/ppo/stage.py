@@ -93,7 +93,8 @@ def run_ppo(
     is_main = accelerator.is_main_process
     chash, hashed = config_hash(cfg), cfg.hashed_items()
     decision = _broadcast(
-        lambda: sd.decide(STAGE, chash, hashed, resume=cfg.resume, force=cfg.force), accelerator.state
+        lambda: sd.decide(STAGE, chash, hashed, resume=cfg.resume, force=cfg.force, defer_clear=True),
+        accelerator.state,
     )
     if decision.action == "skip":
         if is_main:
@@ -102,6 +103,22 @@ def run_ppo(
     if is_main and decision.note:
         err.print(f"[dim]{decision.note}[/]")
     source = resolve_input_model(cfg.model)
+    # Reward, model and prompts are checked before the run directory changes: bad input leaves no trace.
+    reward = build_reward_fn(cfg.reward, reward_fn)
+    torch.manual_seed(cfg.seed)  # value-head and LoRA initialisation
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    models = load_models(cfg, source, precision)
+    loaded: dict[str, Any] = {}
+
+    def load_on_main() -> bool:
+        loaded["data"] = _load_prompts(cfg, sd, models.tokenizer)
+        return True
+
+    _broadcast(load_on_main, accelerator.state)  # a builder spec is built once, by the main process
+    train, heldout, data_info = loaded["data"] if is_main else _load_prompts(cfg, sd, models.tokenizer)
+    if decision.clear and is_main:
+        sd.clear()
     previous = (sd.read() or {}) if decision.action == "resume" else {}
     stage_record = StageRecord(
         sd,
@@ -115,19 +132,6 @@ def run_ppo(
     )
     stage_record.open(cfg)
     try:
-        reward = build_reward_fn(cfg.reward, reward_fn)
-        torch.manual_seed(cfg.seed)  # value-head and LoRA initialisation
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        models = load_models(cfg, source, precision)
-        loaded: dict[str, Any] = {}
-
-        def load_on_main() -> bool:
-            loaded["data"] = _load_prompts(cfg, sd, models.tokenizer)
-            return True
-
-        _broadcast(load_on_main, accelerator.state)  # a builder spec is built once, by the main process
-        train, heldout, data_info = loaded["data"] if is_main else _load_prompts(cfg, sd, models.tokenizer)
         stage_record.save(
             dataset=data_info,
             reward={
