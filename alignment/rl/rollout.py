@@ -9,8 +9,11 @@ LM output, shifted by one.
 
 from __future__ import annotations
 
+import inspect
 import math
+import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,6 +21,38 @@ import torch
 from alignment.rl.losses import entropy_from_logits, logprobs_from_logits
 
 RewardFn = Callable[..., list[float]]
+
+
+class GuardTripped(RuntimeError):
+    """Training must stop: a non-finite loss/reward, a failing reward function, or a KL above the ceiling."""
+
+
+class RewardFailed(GuardTripped, ValueError):
+    """The reward function raised, or returned something that is not one score per completion."""
+
+
+def reward_label(reward_fn: RewardFn) -> str:
+    """How errors name a reward function: its name, and the file that defines it when it is a function.
+
+    >>> def polite(prompts, completions, **kwargs): ...
+    >>> reward_label(polite).startswith("'polite' (")
+    True
+    """
+    name = getattr(reward_fn, "__name__", type(reward_fn).__name__)
+    target = inspect.unwrap(getattr(reward_fn, "func", reward_fn))
+    if not inspect.isfunction(target):
+        return repr(name)
+    try:
+        file = inspect.getsourcefile(target)
+    except TypeError:
+        file = None
+    return f"{name!r} ({Path(file).name})" if file else repr(name)
+
+
+def _raised_at(exc: BaseException) -> str:
+    """`` at file.py:LINE``: where the innermost frame of an exception's traceback was."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -175,19 +210,27 @@ def score_completions(
     """Call a reward function with TRL's signature and return one float per completion.
 
     ``None`` (TRL's "not applicable") and non-numbers become NaN, which the PPO guard reports.
-    A wrong number of scores is an error naming the function.
+    A reward that raises, or returns a wrong number of scores, stops training with
+    :class:`RewardFailed` naming the function (and where it raised).
     """
-    raw = reward_fn(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns)
-    name = getattr(reward_fn, "__name__", type(reward_fn).__name__)
+    name = reward_label(reward_fn)
+    try:
+        raw = reward_fn(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns)
+    except Exception as exc:
+        from alignment.errors import SafealignError
+
+        if isinstance(exc, SafealignError):  # already names the reward and the problem
+            raise RewardFailed(f"reward {name}: {exc}") from exc
+        raise RewardFailed(f"the reward {name} raised {type(exc).__name__}: {exc}{_raised_at(exc)}") from exc
     try:
         values = list(raw)
     except TypeError as exc:
-        raise ValueError(
-            f"reward function {name!r} returned {type(raw).__name__}, expected a list of floats"
+        raise RewardFailed(
+            f"reward function {name} returned {type(raw).__name__}, expected a list of floats"
         ) from exc
     if len(values) != len(completions):
-        raise ValueError(
-            f"reward function {name!r} returned {len(values)} scores for {len(completions)} completions"
+        raise RewardFailed(
+            f"reward function {name} returned {len(values)} scores for {len(completions)} completions"
         )
     scores = []
     for value in values:

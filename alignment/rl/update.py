@@ -20,7 +20,7 @@ from alignment.rl.losses import (
     policy_loss,
     value_loss,
 )
-from alignment.rl.rollout import policy_forward
+from alignment.rl.rollout import GuardTripped, policy_forward
 
 
 @dataclass
@@ -54,10 +54,6 @@ class PPOHyperparameters:
     temperature: float = 1.0
     whiten_rewards: bool = False
     kl_estimator: KLEstimator = "k1"
-
-
-class GuardTripped(RuntimeError):
-    """Training must stop: a non-finite loss/reward or a KL above the ceiling."""
 
 
 def token_rewards(

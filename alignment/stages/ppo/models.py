@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from alignment.errors import SafealignError
 from alignment.rl.kl import kl_per_token
 from alignment.rl.prompts import PromptSet, left_pad
 from alignment.rl.rollout import (
@@ -144,10 +143,7 @@ def collect(
             t if isinstance(p, str) else [{"role": "assistant", "content": t}]
             for p, t in zip(prompts, texts, strict=True)
         ]
-        try:
-            raw = score_completions(reward_fn, prompts, completions, completion_ids, **columns)
-        except ValueError as exc:
-            raise SafealignError(f"reward: {exc}") from exc
+        raw = score_completions(reward_fn, prompts, completions, completion_ids, **columns)  # or RewardFailed
         scores = torch.tensor(raw, dtype=torch.float32, device=device)
         if cfg.missing_eos_penalty is not None:
             scores = scores - cfg.missing_eos_penalty * (~ended).float()

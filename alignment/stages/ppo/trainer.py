@@ -12,7 +12,7 @@ import torch
 
 from alignment.rl.kl import KLController
 from alignment.rl.prompts import PromptSet, batch_indices
-from alignment.rl.rollout import RewardFn
+from alignment.rl.rollout import RewardFn, reward_label
 from alignment.rl.update import GuardTripped, ppo_update
 from alignment.stages.ppo.checkpoint import TRAINER_STATE, load_checkpoint, params_finite, save_checkpoint
 from alignment.stages.ppo.config import PPOStageConfig
@@ -124,7 +124,7 @@ class PPOTrainer:
         if int(counts[0]):
             raise GuardTripped(
                 f"the reward function returned NaN/inf (or None) for {int(counts[0])} of "
-                f"{int(counts[1])} completions"
+                f"{int(counts[1])} completions (reward {reward_label(self.reward)})"
             )
         r = sampled.rollouts
         kl = float(((r.logprobs - r.ref_logprobs) * r.response_mask).sum(1).mean())
