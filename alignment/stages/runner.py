@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import warnings
@@ -180,10 +181,16 @@ def _merge_adapter(adapter_dir: Path, base: str, target: Path, trust_remote_code
     merged.save_pretrained(target, safe_serialization=True)
 
 
+def point_adapter_at(adapter_dir: Path, pointer: str) -> None:
+    """Make a saved adapter name its base by ``pointer`` (what :func:`base_pointer` gives for the input)."""
+    config_file = adapter_dir / "adapter_config.json"
+    data = json.loads(config_file.read_text(encoding="utf-8"))
+    data["base_model_name_or_path"] = pointer
+    config_file.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
 def save_final_model(trainer: Any, ctx: StageContext, sd: StageDir, is_main: bool) -> dict[str, Any]:
     """Write ``model/`` atomically: full weights, or the adapter with a pointer to its base (or merged)."""
-    import json
-
     staging = sd.root / ".model.partial"
     if is_main:
         shutil.rmtree(staging, ignore_errors=True)
@@ -198,9 +205,7 @@ def save_final_model(trainer: Any, ctx: StageContext, sd: StageDir, is_main: boo
             if adapter_config.is_file():
                 shutil.rmtree(staging / "ref", ignore_errors=True)  # TRL's frozen copy of a continued adapter
                 pointer = base_pointer(ctx.source)
-                data = json.loads(adapter_config.read_text(encoding="utf-8"))
-                data["base_model_name_or_path"] = pointer
-                adapter_config.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+                point_adapter_at(staging, pointer)
                 record = {"saved_as": "adapter", "base": pointer}
                 if ctx.cfg.merge_adapter:
                     _merge_adapter(staging, pointer, tmp, ctx.cfg.trust_remote_code)

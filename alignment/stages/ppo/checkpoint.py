@@ -19,7 +19,7 @@ from alignment.io import atomic_dir, atomic_write_bytes, atomic_write_json
 from alignment.rl.value_head import PolicyWithValue
 from alignment.stages.common import base_pointer
 from alignment.stages.rundir import StageDir, checkpoints
-from alignment.stages.runner import _merge_adapter
+from alignment.stages.runner import _merge_adapter, point_adapter_at
 
 TRAINER_STATE = "trainer_state.json"
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -95,10 +95,7 @@ def save_final(
             pointer = base_pointer(source)
             adapter_dir = tmp / "adapter" if merge else tmp
             policy.policy.save_pretrained(adapter_dir, selected_adapters=["default"])
-            config_file = adapter_dir / "adapter_config.json"
-            data = json.loads(config_file.read_text(encoding="utf-8"))
-            data["base_model_name_or_path"] = pointer
-            config_file.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+            point_adapter_at(adapter_dir, pointer)
             record = {"saved_as": "adapter", "base": pointer}
             if merge:
                 _merge_adapter(adapter_dir, pointer, tmp, trust_remote_code)
