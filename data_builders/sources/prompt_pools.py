@@ -7,13 +7,12 @@ ToxiGen's target group (``asian``, ``women``...), BOLD's category (``Asian_Ameri
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 
-from alignment.errors import SafealignError, where
-from data_builders.sources.readers import BadRow, BadRows, RowProblem, parse_table, text_field
+from alignment.errors import SafealignError
+from data_builders.sources.readers import BadRow, BadRows, RowProblem, parse_table, read_json_file, text_field
 from data_builders.sources.records import PromptRecord
 from data_builders.sources.resolve import known_files, resolve_data_file
 
@@ -133,12 +132,7 @@ def _load_toxigen(file: Path, mode: str, log: BadRows) -> list[PromptRecord]:
 
 def _load_bold(file: Path, log: BadRows) -> list[PromptRecord]:
     domain = file.name.removesuffix("_prompt.json")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise SafealignError(f"{file}: not valid UTF-8 (byte {exc.start})") from exc
-    except json.JSONDecodeError as exc:
-        raise SafealignError(f"{where(file, exc.lineno)}: not valid JSON ({exc.msg})") from exc
+    data = read_json_file(file)
     if not isinstance(data, dict):
         raise SafealignError(f"{file}: expected BOLD's layout {{category: {{name: [prompt, ...]}}}}")
     records = []

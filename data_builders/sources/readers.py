@@ -174,11 +174,24 @@ def _read_jsonl(path: Path, text: str):
         yield row_no, record
 
 
-def _read_json(path: Path, text: str):
+def _parse_json(path: Path, text: str) -> Any:
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise SafealignError(f"{where(path, exc.lineno)}: not valid JSON ({exc.msg})") from exc
+
+
+def read_json_file(path: Path) -> Any:
+    """A whole JSON document (a source's own layout); not UTF-8 or not JSON is one line naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SafealignError(f"{path}: not valid UTF-8 (byte {exc.start})") from exc
+    return _parse_json(path, text)
+
+
+def _read_json(path: Path, text: str):
+    data = _parse_json(path, text)
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):

@@ -12,7 +12,15 @@ import os
 from pathlib import Path
 
 from alignment.errors import SafealignError, where
-from data_builders.sources.readers import BadRow, BadRows, RowProblem, choice_field, parse_table, text_field
+from data_builders.sources.readers import (
+    BadRow,
+    BadRows,
+    RowProblem,
+    choice_field,
+    parse_table,
+    read_json_file,
+    text_field,
+)
 from data_builders.sources.records import StereoSetItem
 from data_builders.sources.resolve import resolve_data_file
 
@@ -66,12 +74,7 @@ def _parse_flat(row_no: int, record: dict) -> StereoSetItem:
 
 
 def _load_official(file: Path, log: BadRows) -> list[StereoSetItem]:
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise SafealignError(f"{file}: not valid UTF-8 (byte {exc.start})") from exc
-    except json.JSONDecodeError as exc:
-        raise SafealignError(f"{where(file, exc.lineno)}: not valid JSON ({exc.msg})") from exc
+    data = read_json_file(file)
     tasks = data.get("data") if isinstance(data, dict) else None
     if not isinstance(tasks, dict) or not any(t in tasks for t in TASKS):
         raise SafealignError(
