@@ -9,6 +9,7 @@ complete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -17,6 +18,21 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from alignment.errors import SafealignError
+
+# Write failures the user can act on (free space, fix permissions): one clear line, not a traceback.
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def _write_failed(path: Path, exc: OSError) -> SafealignError:
+    reason = exc.strerror or type(exc).__name__
+    error = SafealignError(
+        f"cannot write {path}: {reason}; free some space or fix the permissions and run again "
+        "(the previous output is unchanged)"
+    )
+    error.os_error = exc  # an enclosing atomic_dir names its own (final) path instead of a temporary one
+    return error
 
 
 def _fsync_dir(path: Path) -> None:
@@ -31,17 +47,24 @@ def _fsync_dir(path: Path) -> None:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file in the same dir, fsync, rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        if exc.errno in _DISK_ERRNOS:
+            raise _write_failed(path, exc) from exc
+        raise
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+            raise _write_failed(path, exc) from exc
         raise
     _fsync_dir(path.parent)
     return path
@@ -66,21 +89,33 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     if the block raises, the temporary directory is removed and ``path`` is untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as exc:
+        if exc.errno in _DISK_ERRNOS:
+            raise _write_failed(path, exc) from exc
+        raise
     try:
         yield tmp
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)  # put the previous output back
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        cause = getattr(exc, "os_error", exc)
+        if isinstance(cause, OSError) and cause.errno in _DISK_ERRNOS:
+            raise _write_failed(path, cause) from cause
         raise
 
 

@@ -58,7 +58,7 @@ def test_atomic_file_write_keeps_old_content_on_failure(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", disk_full)
-    with pytest.raises(OSError):
+    with pytest.raises(SafealignError, match=r"cannot write .*out.json: No space left on device"):
         atomic_write_text(target, "new")
     assert json.loads(target.read_text()) == {"v": 1}
     assert os.listdir(tmp_path) == ["out.json"]
