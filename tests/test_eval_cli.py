@@ -119,3 +119,40 @@ def test_smollm2_quick_numbers_are_sane(data_dir, cli, tmp_path):
     assert 10 <= rows["truthfulqa_mc", "mc2"]["value"] <= 70
     assert 5 < rows["perplexity", "perplexity"]["value"] < 100
     assert rows["crows_pairs", "pct_stereotype"]["split"] == "test"
+
+
+def test_interrupted_evaluation_keeps_finished_suites(tiny_model, crows_dir, tmp_path, monkeypatch):
+    from alignment.evaluation import evaluate, runner
+
+    def run(out, **kwargs):
+        return evaluate(tiny_model, suites="crows_pairs", split="all", out_dir=out, **kwargs)
+
+    straight = run(tmp_path / "straight")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "resumed"
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "write_results", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            run(out)
+    assert not (out / "results.json").exists() and (out / "partial" / "crows_pairs.json").is_file()
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished suite ran again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "SuiteContext", must_not_run)
+        resumed = run(out)
+    assert resumed["suites"]["crows_pairs"]["resumed"] is True
+    assert json.loads(json.dumps(resumed["metrics"])) == json.loads(json.dumps(straight["metrics"]))
+    assert (out / "results.json").is_file() and not (out / "partial").exists()
+    # a kept suite stands in only for the same settings: another seed runs it again
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "write_results", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            run(out)
+    other = run(out, seed=1)
+    assert "resumed" not in other["suites"]["crows_pairs"]
+    assert other["metrics"] == run(tmp_path / "seed1", seed=1)["metrics"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -17,6 +18,9 @@ from alignment.evaluation.engine import LoglikEngine
 from alignment.evaluation.presets import Preset, load_preset
 from alignment.evaluation.registry import SuiteSpec, load_suites, parse_suite_list
 from alignment.evaluation.results import RESULTS_FILE, SCHEMA, SCHEMA_VERSION, check_results
+from alignment.io import atomic_write_text
+
+PARTIAL_DIR = "partial"  # finished suites of an evaluation that has not written results.json yet
 
 
 def _skip_reason(spec: SuiteSpec, services: Services) -> str | None:
@@ -76,6 +80,61 @@ def _model_info(spec: str) -> dict[str, Any]:
     if source.base is not None:
         info["base"] = {"spec": source.base.spec, "path": source.base.path}
     return info
+
+
+def _files_fingerprint(path: str | None) -> list[tuple[str, int, int]]:
+    """Name, size and modification time of every file in a model directory (cheap change detection)."""
+    if not path or not Path(path).is_dir():
+        return []
+    return sorted(
+        (f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in Path(path).iterdir() if f.is_file()
+    )
+
+
+def _suite_key(plan: Plan, name: str, preset_options: dict[str, Any], limit: int | None) -> str:
+    """What a finished suite's result depends on: model files, base, scorers, data split, options, seed."""
+    from alignment.io import sha256_json
+    from alignment.models import resolve_model
+
+    services = plan.services
+    source = resolve_model(plan.model_spec)
+    base = source.base.path if source.base is not None else None
+    return sha256_json(
+        {
+            "suite": name,
+            "model": [
+                plan.model_spec,
+                source.path,
+                _files_fingerprint(source.path),
+                _files_fingerprint(base),
+            ],
+            "base_model": services.base_spec,
+            "scorers": [services.toxicity_spec, services.stereotype_path, services.device, services.dtype],
+            "preset": plan.preset.name,
+            "options": preset_options,
+            "limit": limit,
+            "seed": plan.seed,
+            "split": [plan.split, plan.test_fraction, plan.split_seed],
+            "batching": [
+                plan.batch_size,
+                plan.generation_batch_size,
+                plan.max_batch_tokens,
+                plan.padding_side,
+            ],
+        }
+    )
+
+
+def _load_finished(folder: Path | None, name: str, key: str) -> dict[str, Any] | None:
+    """A suite result kept by an interrupted evaluation with the same key, if any."""
+    path = folder / f"{name}.json" if folder is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return kept if kept.get("key") == key else None
 
 
 @dataclass
@@ -249,9 +308,20 @@ def execute(
     }
     rows: list[dict[str, Any]] = []
     samples: dict[str, list[dict[str, Any]]] = {}
+    # Each finished suite is kept under ``partial/`` until results.json is written, so a rerun of an
+    # interrupted evaluation skips what already ran (sampling is seeded per batch, not by suite order).
+    partial = Path(out_dir) / PARTIAL_DIR if out_dir is not None and loaded is None else None
     with _progress_bars(progress) as tracker:
         for name in to_run:
             spec = specs[name]
+            suite_limit = limit if limit is not None else chosen.limit(name)
+            key = _suite_key(plan, name, chosen.suite_options(name), suite_limit) if partial else ""
+            kept = _load_finished(partial, name, key)
+            if kept is not None:
+                rows.extend(kept["rows"])
+                suite_entries[name] = {**kept["entry"], "resumed": True}
+                samples[name] = kept["samples"]
+                continue
             ctx = SuiteContext(
                 spec=spec,
                 model=model,
@@ -259,7 +329,7 @@ def execute(
                 engine=engine,
                 services=services,
                 seed=seed,
-                limit=limit if limit is not None else chosen.limit(name),
+                limit=suite_limit,
                 split_mode=plan.split,
                 test_fraction=plan.test_fraction,
                 split_seed=plan.split_seed,
@@ -272,12 +342,14 @@ def execute(
             t0, c0 = time.perf_counter(), time.process_time()
             output = spec.runner()(ctx)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            suite_rows = []
             for metric in output.metrics:
                 if metric.metric not in spec.metrics:
                     raise AssertionError(
                         f"suite {name} reports {metric.metric!r}, which its YAML does not define"
                     )
-                rows.append(metric.row(name, spec.metrics[metric.metric], ctx.split_used, seed))
+                suite_rows.append(metric.row(name, spec.metrics[metric.metric], ctx.split_used, seed))
+            rows.extend(suite_rows)
             n_items = next((m.estimate.n for m in output.metrics if m.group is None), None)
             suite_entries[name] = {
                 "status": "ok",
@@ -297,6 +369,16 @@ def execute(
                 "cpu_time_s": round(cpu, 3),
             }
             samples[name] = output.samples
+            if partial is not None:
+                finished = {
+                    "key": key,
+                    "entry": suite_entries[name],
+                    "rows": suite_rows,
+                    "samples": samples[name],
+                }
+                atomic_write_text(
+                    partial / f"{name}.json", json.dumps(finished, ensure_ascii=False, default=str)
+                )
 
     results = {
         "schema": SCHEMA,
@@ -341,6 +423,8 @@ def execute(
     check_results(results)
     if out_dir is not None:
         write_results(results, samples if write_samples else {}, out_dir)
+        if partial is not None:
+            shutil.rmtree(partial, ignore_errors=True)
     return results
 
 
@@ -348,7 +432,7 @@ def write_results(
     results: dict[str, Any], samples: dict[str, list[dict[str, Any]]], out_dir: str | Path
 ) -> Path:
     """Write ``samples/<suite>.jsonl`` then ``results.json`` (last, so its presence means complete)."""
-    from alignment.io import atomic_write_json, atomic_write_text
+    from alignment.io import atomic_write_json
 
     out = Path(out_dir)
     for name, records in samples.items():
