@@ -126,7 +126,7 @@ def run_benchmark(
     *,
     stages: tuple[str, ...] = ("sft", "dpo", "ppo"),
     adapters: tuple[str, ...] = ("full", "lora"),
-    steps: int = 3,
+    steps: int = 2,
     repeats: int = 1,
     pipeline: bool = True,
     pipeline_steps: int = 2,
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--stages", default="sft,dpo,ppo")
     parser.add_argument("--adapters", default="full,lora")
-    parser.add_argument("--steps", type=int, default=3, help="steps per stage measurement")
+    parser.add_argument("--steps", type=int, default=2, help="steps per stage measurement")
     parser.add_argument("--repeats", type=int, default=1, help="fresh processes per measurement")
     parser.add_argument("--no-pipeline", action="store_true", help="leave out the pipeline measurement")
     parser.add_argument("--pipeline-steps", type=int, default=2, help="steps per pipeline stage")
