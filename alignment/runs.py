@@ -174,18 +174,20 @@ def finish_run(run: Run, status: str = "completed", **fields: Any) -> dict[str, 
 def run_context(name: str, *, discard_on_input_error: bool = False, **kwargs: Any) -> Iterator[Run]:
     """``start_run`` + ``finish_run`` around a block; failures and Ctrl-C are recorded, then re-raised.
 
-    With ``discard_on_input_error``, a :class:`SafealignError` (bad input, found before the block wrote
-    any output) leaves the folder as it was instead: a run directory this call created is removed, and
-    an earlier manifest is put back byte for byte.
+    With ``discard_on_input_error``, a :class:`SafealignError` raised before the block wrote anything
+    (bad input found while loading) leaves the folder as it was instead: a run directory this call
+    created is removed, and an earlier manifest is put back byte for byte. Once the block has written
+    an output, the failure is recorded as usual, so finished work is never thrown away.
     """
     run_dir = Path(kwargs.get("root") or runs_dir()) / name
     existed = run_dir.exists()
     old_manifest = (run_dir / MANIFEST).read_bytes() if (run_dir / MANIFEST).is_file() else None
+    before = _contents(run_dir)
     run = start_run(name, **kwargs)
     try:
         yield run
     except SafealignError as exc:
-        if not discard_on_input_error:
+        if not discard_on_input_error or _contents(run_dir) != before:
             finish_run(run, "failed", error=f"{type(exc).__name__}: {exc}")
         elif not existed:
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -201,6 +203,17 @@ def run_context(name: str, *, discard_on_input_error: bool = False, **kwargs: An
         finish_run(run, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
     finish_run(run)
+
+
+def _contents(run_dir: Path) -> dict[str, tuple[int, int]]:
+    """Size and modification time of every file in a run directory except its manifest."""
+    if not run_dir.is_dir():
+        return {}
+    return {
+        str(p.relative_to(run_dir)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in run_dir.rglob("*")
+        if p.is_file() and p != run_dir / MANIFEST
+    }
 
 
 def load_manifest(run_dir: str | Path) -> dict[str, Any]:

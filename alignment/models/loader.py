@@ -155,10 +155,18 @@ def resolve_model(spec: str, build: bool = True) -> ModelSource:
     )
 
 
-def _from_pretrained(loader: Any, source: ModelSource, **kwargs: Any) -> Any:
+def from_pretrained(loader: Any, source: ModelSource, **kwargs: Any) -> Any:
+    """``loader.from_pretrained(source.path, **kwargs)`` with one clear line for a model that cannot load,
+    and for one that ships code while ``trust_remote_code`` is off (the code is never run)."""
     try:
         return loader.from_pretrained(source.path, **kwargs)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
+        if "trust_remote_code" in str(exc):
+            raise SafealignError(
+                f"model {source.spec!r} ({source.path}) ships its own Python code, which safealign does not "
+                "run unless asked: pass --trust-remote-code (trust_remote_code: true in a recipe) only if "
+                "you trust it"
+            ) from exc
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SafealignError(f"cannot load model {source.spec!r} from {source.path}: {first}") from exc
 
@@ -170,7 +178,7 @@ def load_tokenizer(spec: str | ModelSource, trust_remote_code: bool = False) -> 
     source = spec if isinstance(spec, ModelSource) else resolve_model(spec)
     if source.kind == "adapter" and not (Path(source.path) / "tokenizer_config.json").exists():
         source = source.base
-    tokenizer = _from_pretrained(AutoTokenizer, source, trust_remote_code=trust_remote_code)
+    tokenizer = from_pretrained(AutoTokenizer, source, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -205,7 +213,7 @@ def load_model(
     target_device = pick_device(device)
     torch_dtype = pick_dtype(target_device, dtype)
     base = source.base if source.kind == "adapter" else source
-    model = _from_pretrained(
+    model = from_pretrained(
         AutoModelForCausalLM, base, dtype=torch_dtype, trust_remote_code=trust_remote_code
     )
     if source.kind == "adapter":

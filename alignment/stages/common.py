@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from alignment.errors import SafealignError
 from alignment.models import ModelSource, load_tokenizer, resolve_model
+from alignment.models.loader import from_pretrained
 
 STAGE_FILE = "stage.json"
 MODEL_DIR = "model"
@@ -367,11 +368,7 @@ def load_causal_lm(
         from accelerate import PartialState
 
         kwargs.update(quantization_config=quant, device_map={"": PartialState().local_process_index})
-    try:
-        model = AutoModelForCausalLM.from_pretrained(base.path, **kwargs)
-    except OSError as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise SafealignError(f"cannot load model {base.spec!r} from {base.path}: {first}") from exc
+    model = from_pretrained(AutoModelForCausalLM, base, **kwargs)
     if source.kind == "adapter":
         from peft import PeftModel
 

@@ -84,3 +84,29 @@ def test_the_corpus_covers_every_command_that_reads_input():
         "models prepare",
     }
     assert len({c.id for c in ALL_CASES}) == len(ALL_CASES)
+
+
+def test_discarded_run_leaves_nothing_but_finished_work_is_kept(tmp_path):
+    import json
+
+    from alignment.errors import SafealignError
+    from alignment.io import atomic_write_json
+    from alignment.runs import run_context
+
+    def fail(name: str, write: bool) -> None:
+        with pytest.raises(SafealignError):
+            with run_context(name, root=tmp_path, discard_on_input_error=True) as run:
+                if write:
+                    atomic_write_json(run.dir / "partial" / "suite.json", {"done": True})
+                raise SafealignError("bad input")
+
+    fail("fresh", write=False)
+    assert not (tmp_path / "fresh").exists()
+    with run_context("earlier", root=tmp_path):
+        pass
+    earlier = snapshot(tmp_path / "earlier")
+    fail("earlier", write=False)
+    assert snapshot(tmp_path / "earlier") == earlier
+    fail("worked", write=True)
+    manifest = json.loads((tmp_path / "worked" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and (tmp_path / "worked" / "partial" / "suite.json").is_file()

@@ -8,6 +8,7 @@ so that its presence marks a complete checkpoint, as for the TRL stages.
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
@@ -53,9 +54,21 @@ def save_checkpoint(
     return target
 
 
+def _load_tensors(file: Path) -> Any:
+    """Tensors and plain containers only (``weights_only``): a file holding other Python objects is refused,
+    never unpickled."""
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise SafealignError(
+            f"{file}: refused to load: it holds Python objects, not only tensors (a checkpoint safealign "
+            "wrote never does); --force starts over"
+        ) from exc
+
+
 def load_checkpoint(path: Path, policy: PolicyWithValue, optimizer: Any, scheduler: Any) -> dict[str, Any]:
     """Restore the trained parameters, optimiser and scheduler; returns the trainer state."""
-    weights = torch.load(path / "trainable.pt", map_location="cpu", weights_only=True)
+    weights = _load_tensors(path / "trainable.pt")
     missing = set(trainable_state(policy)) - set(weights)
     if missing:
         raise SafealignError(
@@ -66,8 +79,8 @@ def load_checkpoint(path: Path, policy: PolicyWithValue, optimizer: Any, schedul
     with torch.no_grad():
         for name, value in weights.items():
             params[name].copy_(value.to(params[name].device, params[name].dtype))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", map_location="cpu", weights_only=True))
+    optimizer.load_state_dict(_load_tensors(path / "optimizer.pt"))
+    scheduler.load_state_dict(_load_tensors(path / "scheduler.pt"))
     return json.loads((path / TRAINER_STATE).read_text(encoding="utf-8"))
 
 
