@@ -3,7 +3,7 @@ spread, the JSON record under ``bench/results/<name>.json`` (written atomically)
 
 A record has one schema for every benchmark::
 
-    {"benchmark": name, "command": "...", "machine": {...}, "versions": {...}, "n": repeats,
+    {"benchmark": name, "command": "...", "process_wall_s": s, "machine": {...}, "versions": {...}, "n": n,
      "unit": "s", "variants": {name: summary}, "ratios": {name: value}, "params": {...}, "details": {...}}
 
 where ``summary`` is :func:`summarize` of the variant's repeated measurements.
@@ -67,6 +67,16 @@ def versions() -> dict[str, Any]:
 def command_line() -> str:
     """The command that started this process, as a shell line."""
     return shlex.join(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
+
+
+def process_seconds() -> float | None:
+    """Wall seconds since this process started (Linux ``/proc``; None elsewhere)."""
+    try:
+        stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return round(uptime - int(stat[19]) / os.sysconf("SC_CLK_TCK"), 1)
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def summarize(values: Sequence[float], digits: int = 4) -> dict[str, Any]:
@@ -165,6 +175,7 @@ def make_record(
         "benchmark": name,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command or command_line(),
+        "process_wall_s": process_seconds(),
         "machine": machine(),
         "versions": versions(),
         "n": n,

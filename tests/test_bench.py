@@ -21,6 +21,7 @@ RECORD_KEYS = {
     "benchmark",
     "created_at",
     "command",
+    "process_wall_s",
     "machine",
     "versions",
     "n",
