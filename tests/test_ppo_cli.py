@@ -9,6 +9,8 @@ import pytest
 import yaml
 from ppo_support import space_share, write_prompts, write_toy_reward
 
+from alignment.errors import SafealignError
+
 RL_COMMON = {
     "model": "tiny-random",
     "max_new_tokens": 8,
@@ -148,12 +150,28 @@ def test_trl_online_stages_resume(prompts, tmp_path, stage):
         return space_share(prompts, completions, **kwargs)
 
     out = tmp_path / stage
-    with pytest.raises(RuntimeError, match="scorer crashed"):
+    message = rf"{stage} stopped at step 2: the reward 'crashes_on_third_call' \(test_ppo_cli.py\) raised"
+    with pytest.raises(SafealignError, match=message):
         run(config_cls(**values), out, reward_fn=crashes_on_third_call)
+    stopped = json.loads((out / "stage.json").read_text())
+    assert stopped["status"] == "stopped"
+    assert stopped["stopped"]["checkpoint"] == str(out / "checkpoints" / "checkpoint-2")
     run(config_cls(**values, resume=True), out, reward_fn=space_share)
     record = json.loads((out / "stage.json").read_text())
     assert record["status"] == "completed" and record["steps"]["resumed_from_step"] == 2
     assert record["steps"]["global_step"] == 4
+
+
+def test_trl_online_stage_stops_on_a_nan_reward(prompts, tmp_path):
+    from alignment.stages.grpo import GRPOStageConfig, run_grpo
+
+    def undefined(prompts, completions, **kwargs):
+        return [float("nan")] * len(completions)
+
+    values = {**RL_COMMON, "dataset": prompts, "max_steps": 2, "per_device_train_batch_size": 8}
+    with pytest.raises(SafealignError, match="reward 'undefined' .* returned 8 non-finite or missing scores"):
+        run_grpo(GRPOStageConfig(**values, num_generations=4), tmp_path / "grpo", reward_fn=undefined)
+    assert json.loads((tmp_path / "grpo" / "stage.json").read_text())["status"] == "stopped"
 
 
 def test_trl_online_config_validation():

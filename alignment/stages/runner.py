@@ -14,6 +14,7 @@ from typing import Any
 from alignment.errors import SafealignError
 from alignment.io import atomic_dir
 from alignment.paths import runs_dir
+from alignment.rl.rollout import GuardTripped
 from alignment.stages.common import (
     Precision,
     StageConfig,
@@ -33,7 +34,7 @@ from alignment.stages.record import (
     record_head,
     resumed_fields,
 )
-from alignment.stages.rundir import StageDir
+from alignment.stages.rundir import StageDir, last_complete_checkpoint
 
 # Per-step log keys kept in the stage.json curves (others, e.g. logits/*, stay in the trainer state).
 CURVE_KEYS = (
@@ -397,6 +398,15 @@ def _train(
             model=model_record,
             step_time=recorder.summary(),
         )
+    except GuardTripped as exc:  # a failing reward in GRPO/RLOO: stop, naming the checkpoint to resume from
+        kept = last_complete_checkpoint(sd.checkpoints)
+        step = trainer.state.global_step
+        stage_record.save(
+            status="stopped", stopped={"step": step, "reason": str(exc), "checkpoint": str(kept)}
+        )
+        stage_record.fail(exc)
+        where_kept = f"last checkpoint {kept}" if kept else "no checkpoint saved yet"
+        raise SafealignError(f"{spec.name} stopped at step {step}: {exc}; {where_kept}") from exc
     except BaseException as exc:
         stage_record.fail(exc)
         raise

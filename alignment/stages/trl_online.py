@@ -8,13 +8,14 @@ directories, ``stage.json``, checkpoints, ``--resume`` and ``--force`` behave as
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from alignment.errors import SafealignError
-from alignment.rl.rollout import RewardFn
+from alignment.rl.rollout import RewardFailed, RewardFn, reward_label, score_completions
 from alignment.stages.common import StageConfig, load_causal_lm
 from alignment.stages.data import StageData
 from alignment.stages.prompt_data import prepare_for_trl
@@ -109,6 +110,27 @@ def build_reward_fn(spec: dict[str, Any] | str | None, reward_fn: RewardFn | Non
     return build_reward(spec, source="reward")
 
 
+def guarded_reward(reward_fn: RewardFn) -> RewardFn:
+    """``reward_fn`` for TRL: a reward that raises, miscounts or returns a non-finite score stops the stage.
+
+    The error is :class:`alignment.rl.rollout.RewardFailed` naming the function (as in PPO); the stage
+    runner records the run as stopped and names its last checkpoint.
+    """
+
+    def reward(prompts: list[Any], completions: list[Any], completion_ids: list[list[int]], **kwargs: Any):
+        scores = score_completions(reward_fn, prompts, completions, completion_ids, **kwargs)
+        bad = sum(not math.isfinite(score) for score in scores)
+        if bad:
+            raise RewardFailed(
+                f"reward {reward_label(reward_fn)} returned {bad} non-finite or missing scores "
+                f"for {len(scores)} completions"
+            )
+        return scores
+
+    reward.__name__ = getattr(reward_fn, "__name__", type(reward_fn).__name__)  # TRL logs rewards/<name>
+    return reward
+
+
 def run_online(
     name: str,
     config_cls: type[OnlineRLConfig],
@@ -153,7 +175,7 @@ def make_online_trainer(ctx: StageContext, trainer_cls: type, reward_fn: RewardF
     heldout = shaped.get("eval")
     trainer = trainer_cls(
         **ctx.trainer_kwargs(
-            reward_funcs=[build_reward_fn(cfg.reward, reward_fn)],
+            reward_funcs=[guarded_reward(build_reward_fn(cfg.reward, reward_fn))],
             train_dataset=shaped["train"],
             eval_dataset=heldout if heldout is not None and len(heldout) else None,
         )
