@@ -99,7 +99,8 @@ def markdown_report(report: dict[str, Any], images: dict[str, str]) -> str:
         if name in images:
             parts += ["", f"### {title}", "", f"![{title}]({images[name]})"]
     parts += ["", "## Training", "", training_table(report["training"])]
-    parts += ["", "## Provenance", "", _kv_table(provenance_pairs(report["provenance"]))]
+    parts += ["", "## Provenance", "", "Shortened; `metrics.json` has every value.", ""]
+    parts += [_kv_table(provenance_pairs(report["provenance"]))]
     return "\n".join(parts) + "\n"
 
 
@@ -127,15 +128,33 @@ def training_table(training: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def brief(value: Any, depth: int = 0, items: int = 6) -> str:
+    """Nested provenance in one line: below the top level at most ``items`` entries and three levels deep;
+    sha256 hex digests cut to 12 characters.
+
+    >>> brief({"hash": "ab" * 32, "metrics": {"f1": 0.51234, "by": {"x": {"n": 1}}}, "tags": list(range(9))})
+    'hash: abababababab; metrics: {f1: 0.5123, by: {x: {…}}}; tags: [0, 1, 2, 3, 4, 5, … 9 in all]'
+    """
+    if isinstance(value, dict):
+        if depth >= 3:
+            return "{…}"
+        limit = items if depth else len(value)
+        shown = [f"{k}: {brief(v, depth + 1, items)}" for k, v in list(value.items())[:limit]]
+        if len(value) > limit:
+            shown.append(f"… {len(value)} in all")
+        return "; ".join(shown) if depth == 0 else "{" + ", ".join(shown) + "}"
+    if isinstance(value, (list, tuple)):
+        shown = [brief(v, depth + 1, items) for v in value[:items]]
+        return "[" + ", ".join(shown + ([f"… {len(value)} in all"] if len(value) > items else [])) + "]"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = str(value)
+    return text[:12] if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else text
+
+
 def provenance_pairs(provenance: dict[str, Any]) -> list[tuple[str, Any]]:
-    pairs = []
-    for key, value in provenance.items():
-        if isinstance(value, dict):
-            value = "; ".join(f"{k}: {v}" for k, v in value.items())
-        elif isinstance(value, list):
-            value = "; ".join(map(str, value))
-        pairs.append((key, str(value).replace("|", "\\|")))
-    return pairs
+    """Provenance as table rows, each value shortened (``metrics.json`` keeps everything)."""
+    return [(key, brief(value).replace("|", "\\|")) for key, value in provenance.items()]
 
 
 _CSS = """
