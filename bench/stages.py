@@ -150,8 +150,8 @@ def run_benchmark(
     *,
     stages: tuple[str, ...] = ("sft", "dpo"),
     adapter: str = "full",
-    runs: int = 2,
-    steps: int = 6,
+    runs: int = 3,
+    steps: int = 5,
     batch_size: int = 4,
     max_length: int = 128,
     seed: int = 0,
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         "--runs", type=int, default=2, help="runs per side, alternating (default: %(default)s)"
     )
     parser.add_argument(
-        "--steps", type=int, default=6, help="optimizer steps per run; the first is not timed"
+        "--steps", type=int, default=5, help="optimizer steps per run; the first is not timed"
     )
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=128)
