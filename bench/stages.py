@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", default="sft,dpo")
     parser.add_argument("--adapter", choices=("full", "lora"), default="full")
     parser.add_argument(
-        "--runs", type=int, default=2, help="runs per side, alternating (default: %(default)s)"
+        "--runs", type=int, default=3, help="runs per side, alternating (default: %(default)s)"
     )
     parser.add_argument(
         "--steps", type=int, default=5, help="optimizer steps per run; the first is not timed"
