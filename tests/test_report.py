@@ -94,9 +94,16 @@ def test_verdict_flags_forgetting():
     ]
     v = verdict("dpo", rows)
     assert (v.bias_improved, v.bias_significant, v.bias_worse_significant, v.bias_total) == (1, 1, 1, 2)
-    assert v.capability_losses == ["stereoset/lms -10 (tolerance 2)"]
+    assert v.capability_losses == [
+        "stereoset/lms -10 (tolerance 2; 95% CI of the change [-11.4, -8.59], significant)"
+    ]
     assert "bias down on 1 of 2 measures" in v.text and "CAPABILITY LOSS" in v.text
-    rows[2].cells["dpo"] = Cell(89, 88, 90)
+    # a loss beyond tolerance on few items is still flagged, but says it is within noise
+    rows[2].cells = {"base": Cell(90, 78, 102), "dpo": Cell(87, 75, 99)}
+    assert verdict("dpo", rows).capability_losses == [
+        "stereoset/lms -3 (tolerance 2; 95% CI of the change [-20, 14], not significant)"
+    ]
+    rows[2].cells = {"base": Cell(90, 89, 91), "dpo": Cell(89, 88, 90)}
     assert "retention within tolerance" in verdict("dpo", rows).text
 
 

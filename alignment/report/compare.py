@@ -120,6 +120,15 @@ class Verdict:
     text: str
 
 
+def _noise(d: Delta) -> str:
+    """``; 95% CI of the change [lo, hi], not significant`` (or ``significant``) when the CI is known."""
+    if d.ci_low is None:
+        return ""
+    return f"; 95% CI of the change [{d.ci_low:.3g}, {d.ci_high:.3g}], " + (
+        "significant" if d.significant else "not significant"
+    )
+
+
 def verdict(stage: str, rows: list[MetricRow], base: str = "base") -> Verdict:
     """Tally bias measures that moved toward their goal, and retention measures beyond tolerance."""
     improved = significant = worse = total = 0
@@ -134,7 +143,7 @@ def verdict(stage: str, rows: list[MetricRow], base: str = "base") -> Verdict:
             significant += d.improvement > 0 and d.significant
             worse += d.improvement < 0 and d.significant
         elif row.capability and row.tolerance is not None and -d.improvement > row.tolerance:
-            losses.append(f"{row.key} {d.value:+.3g} (tolerance {row.tolerance:g})")
+            losses.append(f"{row.key} {d.value:+.3g} (tolerance {row.tolerance:g}{_noise(d)})")
     words = f"bias down on {improved} of {total} measures ({significant} significant"
     words += f", {worse} significantly worse)" if worse else ")"
     if losses:
