@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -54,6 +55,9 @@ def test_rewrite_pairs_and_counterfactual_real(data_dir):
     pairs = load_rewrite_pairs()
     assert len(pairs) == 434
     assert Counter(p.label for p in pairs) == {"Slightly Biased": 312, "Highly Biased": 122}
+    # the originals come tokenised ("luck !", "I 'm"); loaded, neither side keeps that spacing
+    spacing = re.compile(r" [.,!?;:]| '(?:s|re|ve|ll|d|m)\b| n't\b")
+    assert not any(spacing.search(p.text) or spacing.search(p.rewrite) for p in pairs)
     assert len(load_rewrite_pairs(resolve_data_file("srllm/infer_50.csv"))) == 53
     rows = load_counterfactual()
     assert len(rows) == 520 and all(len(r.variants) == 10 for r in rows)

@@ -11,7 +11,7 @@ from data_builders.sources.readers import BadRow, BadRows, RowProblem, columns, 
 from data_builders.sources.records import RewritePair
 from data_builders.sources.resolve import resolve_data_file
 from data_builders.splits import connected_groups
-from data_builders.text import normalize_text
+from data_builders.text import detokenize, normalize_text
 
 RELATIVE = "srllm/train_500.csv"
 DEFAULT_TEXT_COL = "biased_text"
@@ -35,6 +35,9 @@ def load_rewrite_pairs(
     ``label_col``/``bias_col`` left as None use ``label``/``aspect`` when the file has them (no label or
     bias type otherwise); named explicitly, the column must exist. Other columns go to ``meta``.
     A pair whose rewrite equals its text, or whose text or rewrite is missing or empty, is a bad row.
+    Both sides are detokenised (``data_builders.text.detokenize``): SR-LLM's original texts carry
+    tokenizer spacing (``" ."``, ``" 's"``) that its rewrites lack, which a preference model would
+    otherwise learn instead of the rewrite.
     Duplicates are kept here (the builders merge or flag them). Rows that share a (normalised) text
     or rewrite share a ``group`` (the normalised text of the first).
     """
@@ -45,8 +48,8 @@ def load_rewrite_pairs(
     used = {text_col, rewrite_col, label_col, bias_col}
 
     def parse(row_no: int, record: dict) -> RewritePair:
-        text = text_field(record, text_col)
-        rewrite = text_field(record, rewrite_col)
+        text = detokenize(text_field(record, text_col))
+        rewrite = detokenize(text_field(record, rewrite_col))
         if normalize_text(text) == normalize_text(rewrite):
             raise RowProblem(rewrite_col, "rewrite is the same text as the original")
         meta = {k: v for k, v in record.items() if k and k not in used and v not in (None, "")}
