@@ -242,20 +242,27 @@ def _component(entry: Any, source: str, base_dir: Path | None) -> Component:
     )
 
 
-def build_reward(spec: Any, source: str = "reward spec", base_dir: str | Path | None = None) -> RewardFn:
-    """A reward callable (TRL signature) from a name, a mapping, a list or a YAML file (module doc)."""
+def _read_spec(spec: Any, source: str, base_dir: str | Path | None) -> tuple[str | dict, str, Path | None]:
+    """``(spec, source, base_dir)`` with a YAML file read (its folder becomes the base) and a list made a
+    composite: what is left is a reward name or a mapping."""
     base = Path(base_dir) if base_dir is not None else None
     if isinstance(spec, Path) or (isinstance(spec, str) and spec.strip().lower().endswith((".yaml", ".yml"))):
         path = Path(spec)
-        return build_reward(load_yaml(path), source=str(path), base_dir=path.resolve().parent)
-    if isinstance(spec, str):
-        return resolve_reward(spec, base_dir=base)
+        return _read_spec(load_yaml(path), str(path), path.resolve().parent)
     if isinstance(spec, list):
         spec = {"components": spec}
-    if not isinstance(spec, dict):
+    if not isinstance(spec, (str, dict)):
         raise SafealignError(
             f"{source}: a reward spec is a name, a mapping or a list, not {type(spec).__name__}"
         )
+    return spec, source, base
+
+
+def build_reward(spec: Any, source: str = "reward spec", base_dir: str | Path | None = None) -> RewardFn:
+    """A reward callable (TRL signature) from a name, a mapping, a list or a YAML file (module doc)."""
+    spec, source, base = _read_spec(spec, source, base_dir)
+    if isinstance(spec, str):
+        return resolve_reward(spec, base_dir=base)
     if "components" not in spec:
         component = _component(spec, source, base)
         plain = component.weight == 1.0 and component.transform == "identity" and not component.normalize
@@ -278,20 +285,10 @@ def check_reward_spec(spec: Any, source: str = "reward spec", base_dir: str | Pa
     ...
     alignment.errors.SafealignError: recipe.yaml, components[1]: unknown reward 'toxicty'; known: ...
     """
-    base = Path(base_dir) if base_dir is not None else None
-    if isinstance(spec, Path) or (isinstance(spec, str) and spec.strip().lower().endswith((".yaml", ".yml"))):
-        path = Path(spec)
-        check_reward_spec(load_yaml(path), str(path), path.resolve().parent)
-        return
+    spec, source, base = _read_spec(spec, source, base_dir)
     if isinstance(spec, str):
         _check_name(spec, source, base)
         return
-    if isinstance(spec, list):
-        spec = {"components": spec}
-    if not isinstance(spec, dict):
-        raise SafealignError(
-            f"{source}: a reward spec is a name, a mapping or a list, not {type(spec).__name__}"
-        )
     if "components" not in spec:
         entries, where_ = [spec], [source]
     else:
