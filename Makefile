@@ -30,8 +30,8 @@ test-fast: ## unit tests only (no packaged model or benchmark data)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m "not slow"
 
 lint: ## ruff check and format check
-	$(PY) -m ruff check alignment reward data_builders tests
-	$(PY) -m ruff format --check alignment reward data_builders tests
+	$(PY) -m ruff check alignment reward data_builders bench tests
+	$(PY) -m ruff format --check alignment reward data_builders bench tests
 
 format: ## apply ruff fixes and formatting
 	$(PY) -m ruff check --fix alignment reward data_builders tests
