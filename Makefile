@@ -34,8 +34,8 @@ lint: ## ruff check and format check
 	$(PY) -m ruff format --check alignment reward data_builders bench tests
 
 format: ## apply ruff fixes and formatting
-	$(PY) -m ruff check --fix alignment reward data_builders tests
-	$(PY) -m ruff format alignment reward data_builders tests
+	$(PY) -m ruff check --fix alignment reward data_builders bench tests
+	$(PY) -m ruff format alignment reward data_builders bench tests
 
 # ---- data builders (docs/data.md): needs SAFEALIGN_DATA_DIR, or network for the checked downloads
 DATA_OUT ?= runs/data
