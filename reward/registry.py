@@ -220,14 +220,19 @@ def _default_name(reward: str) -> str:
     return reward.rpartition(":")[2] or reward
 
 
-def _component(entry: Any, source: str, base_dir: Path | None) -> Component:
+def _component_spec(entry: Any, source: str) -> ComponentSpec:
+    """One composite component (a reward name or a mapping with ``reward``), keys and types checked."""
     if isinstance(entry, str):
         entry = {"reward": entry}
     if not isinstance(entry, dict):
         raise SafealignError(f"{source}: expected a reward name or mapping, got {type(entry).__name__}")
     if "reward" not in entry:
         raise SafealignError(f"{source}: missing key 'reward' (the reward's name)")
-    spec = from_dict(ComponentSpec, entry, source)
+    return from_dict(ComponentSpec, entry, source)
+
+
+def _component(entry: Any, source: str, base_dir: Path | None) -> Component:
+    spec = _component_spec(entry, source)
     try:
         fn = resolve_reward(spec.reward, spec.args, base_dir)
     except SafealignError as exc:
@@ -296,13 +301,7 @@ def check_reward_spec(spec: Any, source: str = "reward spec", base_dir: str | Pa
         entries = composite.components
         where_ = [f"{source}, components[{i}]" for i in range(len(entries))]
     for entry, at in zip(entries, where_, strict=True):
-        if isinstance(entry, str):
-            entry = {"reward": entry}
-        if not isinstance(entry, dict):
-            raise SafealignError(f"{at}: expected a reward name or mapping, got {type(entry).__name__}")
-        if "reward" not in entry:
-            raise SafealignError(f"{at}: missing key 'reward' (the reward's name)")
-        _check_name(from_dict(ComponentSpec, entry, at).reward, at, base)
+        _check_name(_component_spec(entry, at).reward, at, base)
 
 
 def _check_name(name: str, source: str, base_dir: Path | None) -> None:
