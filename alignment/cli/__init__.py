@@ -68,6 +68,16 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         return fail("interrupted", 130)
+    finally:
+        close_process_group()
+
+
+def close_process_group() -> None:
+    """Leave a torch.distributed group before exit: a worker that exits while gloo's threads still run
+    aborts ("terminate called without an active exception"), and torchrun reports the run as failed."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
