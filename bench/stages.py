@@ -20,15 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-SUBJECTS = (
-    "the nurse",
-    "the engineer",
-    "my neighbor",
-    "a teacher",
-    "the doctor",
-    "his mother",
-    "the old man",
-)
+from alignment.models.builtin import TINY_SUBJECTS as SUBJECTS  # words the data is built from
 
 
 def _turn(role: str, text: str) -> list[dict[str, str]]:
