@@ -54,6 +54,13 @@ class SplitSettings:
     """Which groups are held out; the same rule for data builders and evaluation."""
 
     test_fraction: float = field(default=0.2, metadata={"help": "fraction of groups held out for evaluation"})
+    val_fraction: float = field(
+        default=0.1,
+        metadata={
+            "help": "fraction of groups carved from the training side as a validation split: never trained "
+            "on, scored with `evaluation.split: validation` to choose recipes"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seed of the group hash"})
 
 
@@ -62,6 +69,13 @@ class EvalSettings:
     """Evaluation of the base model and of every stage (``safealign eval`` options)."""
 
     preset: str = field(default="quick", metadata={"help": "quick, standard or full"})
+    split: str = field(
+        default="heldout",
+        metadata={
+            "help": "heldout (the test groups: report numbers) or validation (the validation groups: "
+            "for choosing recipes and hyper-parameters)"
+        },
+    )
     suites: list[str] | None = field(default=None, metadata={"help": "suites to run (default: the preset's)"})
     limit: int | None = field(default=None, metadata={"help": "cap every suite at this many items"})
     batch_size: int = field(default=64, metadata={"help": "log-likelihood batch size"})
@@ -207,8 +221,9 @@ def _eval_kwargs(cfg: PipelineConfig, classifier: str | None) -> dict[str, Any]:
         "preset": ev.preset,
         "limit": ev.limit,
         "seed": cfg.seed,
-        "split": "heldout",
+        "split": ev.split,
         "test_fraction": cfg.split.test_fraction,
+        "val_fraction": cfg.split.val_fraction,
         "split_seed": cfg.split.seed,
         "batch_size": ev.batch_size,
         "toxicity_scorer": ev.toxicity_scorer,
@@ -285,7 +300,13 @@ class Pipeline:
         """The data builders' config of ``data.<key>`` (split settings from the recipe, output in the run)."""
         from data_builders.builders.config import BuildConfig
 
-        options = {"seed": self.cfg.split.seed, "test_fraction": self.cfg.split.test_fraction, **spec}
+        split = self.cfg.split
+        options = {
+            "seed": split.seed,
+            "test_fraction": split.test_fraction,
+            "val_fraction": split.val_fraction,
+            **spec,
+        }
         options["out"] = str(self.run_dir / "data" / key)
         return from_dict(BuildConfig, options, f"{self.source}:data.{key}")
 
@@ -306,6 +327,7 @@ class Pipeline:
         out = self.run_dir / "stereotype_classifier"
         options = {
             "test_fraction": self.cfg.split.test_fraction,
+            "val_fraction": self.cfg.split.val_fraction,
             "split_seed": self.cfg.split.seed,
             "seed": self.cfg.seed,
             **spec,

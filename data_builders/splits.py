@@ -6,6 +6,10 @@ rows never moves a group to the other side. Because the decision does not look a
 bias type is split in the same expected proportion (stratified in expectation; the dataset card
 reports the realised fraction per bias type).
 
+With ``val_fraction`` > 0 a validation split is carved from the training side (the groups whose score
+falls in ``[test_fraction, test_fraction + val_fraction)``): recipes are chosen there, and the test split
+is scored once for the chosen recipe.
+
 Group keys: CrowS-Pairs ``pair.group`` (the pair id; exact duplicates share the first one's id),
 StereoSet the target term, rewrite pairs the normalised source text (``pair.group``).
 """
@@ -18,13 +22,18 @@ from collections.abc import Sequence
 from alignment.errors import SafealignError
 from data_builders.text import normalize_text
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "validation", "test")
 
 
-def check_fraction(test_fraction: float) -> float:
-    """Validate a held-out fraction (0 <= f < 1)."""
+def check_fraction(test_fraction: float, val_fraction: float = 0.0) -> float:
+    """Validate the held-out fractions (each >= 0, together < 1); returns ``test_fraction``."""
     if not 0.0 <= float(test_fraction) < 1.0:
         raise SafealignError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    if not 0.0 <= float(val_fraction) < 1.0 - float(test_fraction):
+        raise SafealignError(
+            f"val_fraction must be in [0, 1 - test_fraction), got {val_fraction} with test_fraction "
+            f"{test_fraction}"
+        )
     return float(test_fraction)
 
 
@@ -34,8 +43,12 @@ def split_score(key: str, seed: int = 0) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def assign_split(key: str, test_fraction: float = 0.2, seed: int = 0) -> str:
-    """``"test"`` for a held-out group, else ``"train"``; same inputs, same answer, everywhere.
+def assign_split(key: str, test_fraction: float = 0.2, seed: int = 0, val_fraction: float = 0.0) -> str:
+    """``"test"`` for a held-out group, ``"validation"`` for a group carved from the training side for
+    choosing recipes and hyper-parameters, else ``"train"``; same inputs, same answer, everywhere.
+
+    The test groups do not depend on ``val_fraction``: adding a validation split only moves groups
+    out of training, never out of the test split.
 
     >>> assign_split("pair-17") == assign_split("pair-17")
     True
@@ -43,8 +56,18 @@ def assign_split(key: str, test_fraction: float = 0.2, seed: int = 0) -> str:
     0.2024
     >>> assign_split("anything", test_fraction=0.0)
     'train'
+    >>> keys = [str(i) for i in range(10_000)]
+    >>> sides = [assign_split(k, 0.2, val_fraction=0.1) for k in keys]
+    >>> sides.count("validation") / len(keys)  # about 0.1
+    0.1002
+    >>> all(assign_split(k) == "test" for k, s in zip(keys, sides) if s == "test")
+    True
     """
-    return "test" if split_score(str(key), seed) < check_fraction(test_fraction) else "train"
+    score = split_score(str(key), seed)
+    test_fraction = check_fraction(test_fraction, val_fraction)
+    if score < test_fraction:
+        return "test"
+    return "validation" if score < test_fraction + float(val_fraction) else "train"
 
 
 def connected_groups(ids: Sequence[str], texts: Sequence[Sequence[str]]) -> list[str]:

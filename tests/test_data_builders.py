@@ -12,7 +12,7 @@ from data_builders import load_built
 from data_builders.builders import BuildConfig, run_build
 from data_builders.builders.pairs import split_common_prefix
 from data_builders.sources import load_crows_pairs, load_rewrite_pairs
-from data_builders.splits import assign_split
+from data_builders.splits import SPLITS, assign_split
 
 CROWS_HEADER = ",sent_more,sent_less,stereo_antistereo,bias_type\n"
 CROWS_ROWS = [
@@ -397,3 +397,31 @@ def test_built_datasets_train_with_trl(tmp_path, tiny_model):
         processing_class=tokenizer,
     )
     assert math.isfinite(trainer.train().training_loss)
+
+
+def test_validation_split_is_carved_from_training_groups(tmp_path):
+    rows = [(f"Group {i} people are lazy.", f"People rest {i}.", "x", "a") for i in range(60)]
+    path = rewrite_csv(tmp_path, rows)
+    plain = build(tmp_path, "plain", kind="sft", source="rewrite_pairs", path=path, test_fraction=0.3)
+    carved = build(
+        tmp_path, "carved", kind="sft", source="rewrite_pairs", path=path, test_fraction=0.3, val_fraction=0.3
+    )
+    ids = {
+        name: {split: {r["id"] for r in rows_of(result, split)} for split in SPLITS}
+        for name, result in (("plain", plain), ("carved", carved))
+    }
+    # the test split does not move; validation rows come out of training and are never trained on
+    assert ids["carved"]["test"] == ids["plain"]["test"]
+    assert ids["carved"]["validation"] and not ids["plain"]["validation"]
+    assert ids["carved"]["train"] | ids["carved"]["validation"] == ids["plain"]["train"]
+    assert not ids["carved"]["train"] & ids["carved"]["validation"]
+    with pytest.raises(ValueError, match="--val-fraction"):
+        build(
+            tmp_path,
+            "bad",
+            kind="sft",
+            source="rewrite_pairs",
+            path=path,
+            test_fraction=0.5,
+            val_fraction=0.6,
+        )

@@ -18,6 +18,7 @@ import pytest
 import torch
 from eval_support import write_crows
 
+from alignment.errors import SafealignError
 from alignment.evaluation import evaluate
 from alignment.evaluation.engine import LoglikEngine
 from alignment.evaluation.suites.stereoset import icat
@@ -570,3 +571,28 @@ def test_stereotype_rate_with_a_stand_in_classifier(tmp_path, tiny, tiny_model, 
     assert metric(res, "stereotype_rate", "mean_stereotype_prob")["value"] == pytest.approx(
         (0.9 + 0.1 + 0.1) / 3
     )
+
+
+def test_validation_split_is_disjoint_from_the_test_split(fixture_data, tiny, tiny_model, monkeypatch):
+    from data_builders.sources import load_crows_pairs
+    from data_builders.splits import assign_split
+
+    monkeypatch.setenv("SAFEALIGN_DATA_DIR", str(fixture_data))
+    pairs = load_crows_pairs()
+    sides = {p.id: assign_split(p.group, 0.4, 0, val_fraction=0.4) for p in pairs}
+    runs = {
+        mode: evaluate(
+            tiny_model,
+            ["crows_pairs"],
+            preset="full",
+            loaded=tiny,
+            split=mode,
+            test_fraction=0.4,
+            val_fraction=0.4,
+        )
+        for mode in ("heldout", "validation")
+    }
+    assert runs["validation"]["suites"]["crows_pairs"]["n"] == list(sides.values()).count("validation") > 0
+    assert runs["heldout"]["suites"]["crows_pairs"]["n"] == list(sides.values()).count("test") > 0
+    with pytest.raises(SafealignError, match="--val-fraction"):
+        evaluate(tiny_model, ["crows_pairs"], preset="full", loaded=tiny, split="validation")

@@ -129,12 +129,13 @@ def run_inspect(args: argparse.Namespace) -> int:
     provenance = read_provenance(Path(args.dir)) or {}
     _summary(Path(args.dir), provenance)
     strata = Table(title="rows per stratum")
-    for column in ("stratum", "train", "test", "test fraction"):
+    for column in ("stratum", "train", "validation", "test", "test fraction"):
         strata.add_column(column)
     for name, counts in provenance.get("strata", {}).items():
-        strata.add_row(name, str(counts["train"]), str(counts["test"]), str(counts["test_fraction"]))
+        cells = (counts["train"], counts.get("validation", 0), counts["test"], counts["test_fraction"])
+        strata.add_row(name, *map(str, cells))
     out.print(strata)
-    for split in ("train", "test"):
+    for split in ("train", "validation", "test"):
         rows = dataset[split]
         if not len(rows) or not args.examples:
             continue

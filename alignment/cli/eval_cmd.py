@@ -34,9 +34,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--split",
-        choices=("heldout", "all"),
+        choices=("heldout", "validation", "all"),
         default="heldout",
-        help="score only the held-out part of data builders train on (default), or all of it",
+        help="heldout: the test groups of data builders train on (default); validation: the validation "
+        "groups carved from training (needs --val-fraction; for choosing recipes); all: everything",
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.0,
+        help="share of groups carved from the training side as the validation split (default: 0)",
     )
     parser.add_argument(
         "--test-fraction", type=float, default=0.2, help="held-out fraction of the split rule"
@@ -149,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         split=args.split,
         test_fraction=args.test_fraction,
         split_seed=args.split_seed,
+        val_fraction=args.val_fraction,
         device=args.device,
         dtype=args.dtype,
         batch_size=args.batch_size,

@@ -18,7 +18,7 @@ from alignment.evaluation.stats import DEFAULT_RESAMPLES, Estimate, mean_ci, sta
 from alignment.evaluation.subsample import subsample
 
 T = TypeVar("T")
-SPLIT_MODES = ("heldout", "all")
+SPLIT_MODES = ("heldout", "validation", "all")
 
 
 @dataclass
@@ -84,6 +84,7 @@ class SuiteContext:
     limit: int | None = None
     split_mode: str = "heldout"
     test_fraction: float = 0.2
+    val_fraction: float = 0.0
     split_seed: int = 0
     resamples: int = DEFAULT_RESAMPLES
     options: dict[str, Any] = field(default_factory=dict)
@@ -121,19 +122,31 @@ class SuiteContext:
         strata: Callable[[T], str] | None = None,
         split_key: Callable[[T], str] | None = None,
     ) -> list[T]:
-        """The held-out part (when this suite's data is a training source and the mode is ``heldout``),
-        then a deterministic, stratified subsample of at most ``limit`` items."""
+        """This mode's part of the items, then a deterministic, stratified subsample of at most ``limit``.
+
+        ``heldout``: the test groups of data that builders train on, and every item but the validation
+        ones elsewhere. ``validation``: the validation groups of every suite (for choosing recipes;
+        never the test items). ``all``: everything.
+        """
         items = list(items)
-        if self.spec.training_source and self.split_mode == "heldout":
+        self.split_used = "all"
+        if self.split_mode != "all":
             from data_builders.splits import assign_split
 
             group = split_key or key
-            items = [
-                it for it in items if assign_split(group(it), self.test_fraction, self.split_seed) == "test"
-            ]
-            self.split_used = "test"
-        else:
-            self.split_used = "all"
+
+            def side(item: T) -> str:
+                return assign_split(group(item), self.test_fraction, self.split_seed, self.val_fraction)
+
+            if self.split_mode == "validation":
+                items, self.split_used = [it for it in items if side(it) == "validation"], "validation"
+            elif self.spec.training_source:
+                items, self.split_used = [it for it in items if side(it) == "test"], "test"
+            elif self.val_fraction > 0:
+                items, self.split_used = (
+                    [it for it in items if side(it) != "validation"],
+                    "all-but-validation",
+                )
         self.n_available = len(items)
         if not items:
             raise SafealignError(f"suite {self.spec.name}: no items left after the {self.split_used!r} split")

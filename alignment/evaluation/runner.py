@@ -114,7 +114,7 @@ def _suite_key(plan: Plan, name: str, preset_options: dict[str, Any], limit: int
             "options": preset_options,
             "limit": limit,
             "seed": plan.seed,
-            "split": [plan.split, plan.test_fraction, plan.split_seed],
+            "split": [plan.split, plan.test_fraction, plan.split_seed, plan.val_fraction],
             "batching": [
                 plan.batch_size,
                 plan.generation_batch_size,
@@ -151,6 +151,7 @@ class Plan:
     split: str = "heldout"
     test_fraction: float = 0.2
     split_seed: int = 0
+    val_fraction: float = 0.0
     batch_size: int = 64
     generation_batch_size: int = 96
     max_batch_tokens: int = 4096
@@ -172,6 +173,7 @@ def plan_evaluation(
     split: str = "heldout",
     test_fraction: float = 0.2,
     split_seed: int = 0,
+    val_fraction: float = 0.0,
     device: str | None = None,
     dtype: str | None = None,
     batch_size: int = 64,
@@ -195,6 +197,12 @@ def plan_evaluation(
         raise SafealignError(f"--limit must be a positive number of items, got {limit}")
     if not 0.0 < test_fraction < 1.0:
         raise SafealignError(f"--test-fraction must be in (0, 1), got {test_fraction}")
+    if not 0.0 <= val_fraction < 1.0 - test_fraction:
+        raise SafealignError(f"--val-fraction must be in [0, 1 - test fraction), got {val_fraction}")
+    if split == "validation" and val_fraction == 0.0:
+        raise SafealignError(
+            "--split validation needs --val-fraction above 0 (the share carved from training)"
+        )
     if min(batch_size, max_batch_tokens, generation_batch_size) < 1:
         raise SafealignError("--batch-size, --max-batch-tokens and --generation-batch-size must be positive")
     services = Services(
@@ -229,6 +237,7 @@ def plan_evaluation(
         split=split,
         test_fraction=test_fraction,
         split_seed=split_seed,
+        val_fraction=val_fraction,
         batch_size=batch_size,
         generation_batch_size=generation_batch_size,
         max_batch_tokens=max_batch_tokens,
@@ -333,6 +342,7 @@ def execute(
                 split_mode=plan.split,
                 test_fraction=plan.test_fraction,
                 split_seed=plan.split_seed,
+                val_fraction=plan.val_fraction,
                 resamples=chosen.resamples,
                 options=chosen.suite_options(name),
                 generation_batch_size=plan.generation_batch_size,
@@ -356,7 +366,7 @@ def execute(
                 "title": spec.title,
                 "kind": spec.kind,
                 "split": ctx.split_used,
-                "split_key": spec.split_key if ctx.split_used == "test" else None,
+                "split_key": spec.split_key if ctx.split_used in ("test", "validation") else None,
                 "n": n_items,
                 "n_available": ctx.n_available,
                 "limit": ctx.limit,
@@ -394,7 +404,8 @@ def execute(
             "mode": plan.split,
             "test_fraction": plan.test_fraction,
             "seed": plan.split_seed,
-            "rule": "data_builders.splits.assign_split(group key, test_fraction, seed) == 'test'",
+            "val_fraction": plan.val_fraction,
+            "rule": "data_builders.splits.assign_split(group key, test_fraction, seed, val_fraction)",
         },
         "settings": {
             "device": str(engine.device),

@@ -26,6 +26,7 @@ from data_builders.builders.pairs import (
     build_rewrite_sft,
 )
 from data_builders.builders.prompts import build_prompts
+from data_builders.splits import SPLITS
 
 BUILDER_VERSION = 1
 BUILDERS = {
@@ -76,7 +77,7 @@ def run_build(config: BuildConfig) -> BuildResult:
     if previous and previous.get("fingerprint") == digest and not config.force:
         return BuildResult(out, rebuilt=False, provenance=previous)
 
-    splits = split_examples(built.examples, config.test_fraction, config.seed)
+    splits = split_examples(built.examples, config.test_fraction, config.seed, config.val_fraction)
     if config.augment:
         text_columns = ("prompt", *COMPLETION_COLUMNS[config.kind])
         copies = augment_examples(splits["train"], config.augment, text_columns)
@@ -92,13 +93,15 @@ def run_build(config: BuildConfig) -> BuildResult:
     tokenizer = None
     if config.chat_template:
         tokenizer = render_with_chat_template(
-            splits["train"] + splits["test"], config.chat_template, COMPLETION_COLUMNS[config.kind]
+            [e for rows in splits.values() for e in rows],
+            config.chat_template,
+            COMPLETION_COLUMNS[config.kind],
         )
         built.format = "standard (rendered)"
         built.notes.append(
             f"Rows rendered to plain strings with the chat template of {config.chat_template}."
         )
-    first = next((e.columns for name in ("train", "test") for e in splits[name]), None)
+    first = next((e.columns for name in SPLITS for e in splits[name]), None)
     provenance = {
         "kind": config.kind,
         "safealign_version": __version__,

@@ -54,6 +54,13 @@ class BuildConfig:
     test_fraction: float = field(
         default=0.2, metadata={"help": "fraction of groups held out as the test split"}
     )
+    val_fraction: float = field(
+        default=0.0,
+        metadata={
+            "help": "fraction of groups carved from the training side as a validation split (for "
+            "choosing recipes; never trained on)"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "split seed (and sampling seed for --limit)"})
     on_bad_row: str = field(
         default="error", metadata={"help": "error (stop, write nothing) or skip (count in card)"}
@@ -159,6 +166,8 @@ class BuildConfig:
             raise ValueError("--instruction must contain the placeholder {text}")
         if not 0.0 <= self.test_fraction < 1.0:
             raise ValueError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
+        if not 0.0 <= self.val_fraction < 1.0 - self.test_fraction:
+            raise ValueError(f"--val-fraction must be in [0, 1 - test fraction), got {self.val_fraction}")
         if self.on_bad_row not in ("error", "skip"):
             raise ValueError(f"--on-bad-row must be error or skip, got {self.on_bad_row!r}")
         if self.min_words < 0 or self.max_words < max(self.min_words, 1):

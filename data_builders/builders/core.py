@@ -90,11 +90,13 @@ def merge_duplicates(
     return kept, merged
 
 
-def split_examples(examples: Iterable[Example], test_fraction: float, seed: int) -> dict[str, list[Example]]:
+def split_examples(
+    examples: Iterable[Example], test_fraction: float, seed: int, val_fraction: float = 0.0
+) -> dict[str, list[Example]]:
     """Place each example by ``assign_split(example.group)``: grouped, deterministic, as evaluation does."""
     splits: dict[str, list[Example]] = {name: [] for name in SPLITS}
     for example in examples:
-        splits[assign_split(example.group, test_fraction, seed)].append(example)
+        splits[assign_split(example.group, test_fraction, seed, val_fraction)].append(example)
     return splits
 
 
@@ -129,11 +131,13 @@ def augment_examples(
 
 
 def leakage_audit(splits: dict[str, list[Example]]) -> tuple[dict[str, Any], list[Example]]:
-    """Compare normalised texts of train and test; drop train rows that share any text with test.
+    """Compare normalised texts of train with the held-out splits (test and validation); drop train rows
+    that share any text with them.
 
     Returns the audit record (overlap before and after) and the cleaned train rows.
     """
-    test_texts = {normalize_text(t) for e in splits["test"] for t in e.texts}
+    held_out = splits["test"] + splits.get("validation", [])
+    test_texts = {normalize_text(t) for e in held_out for t in e.texts}
     train = splits["train"]
     leaked = [e for e in train if any(normalize_text(t) in test_texts for t in e.texts)]
     clean = [e for e in train if not any(normalize_text(t) in test_texts for t in e.texts)]

@@ -16,8 +16,9 @@ PROVENANCE = "provenance.json"
 CARD_FILES = ("README.md", "dataset_card.md")
 AUDIT = "leakage_audit.json"
 SPLIT_RULE = (
-    "data_builders.splits.assign_split(group, test_fraction, seed): sha256 of (seed, group) compared with "
-    "test_fraction; grouped (every row of a group in one split), the same rule the evaluation uses"
+    "data_builders.splits.assign_split(group, test_fraction, seed, val_fraction): sha256 of (seed, group) "
+    "compared with test_fraction (test) and test_fraction + val_fraction (validation); grouped (every row of "
+    "a group in one split), the same rule the evaluation uses"
 )
 
 
@@ -119,7 +120,7 @@ def render_card(provenance: dict[str, Any], notes: list[str], example: dict[str,
         "## Strategy and caveats",
         "",
         f"Strategy: **{provenance['strategy']}**. Seed: {config['seed']}. Test fraction: "
-        f"{config['test_fraction']}.",
+        f"{config['test_fraction']}. Validation fraction: {config.get('val_fraction', 0.0)}.",
         "",
         *[f"- {note}" for note in notes],
         "",
@@ -132,8 +133,11 @@ def render_card(provenance: dict[str, Any], notes: list[str], example: dict[str,
         "Rows per bias type / group (realised test fraction; the split is stratified in expectation):",
         "",
         _table(
-            ["stratum", "train", "test", "test fraction"],
-            [[k, v["train"], v["test"], v["test_fraction"]] for k, v in provenance["strata"].items()],
+            ["stratum", "train", "validation", "test", "test fraction"],
+            [
+                [k, v["train"], v.get("validation", 0), v["test"], v["test_fraction"]]
+                for k, v in provenance["strata"].items()
+            ],
         ),
         "",
         "## Counts",

@@ -117,6 +117,7 @@ def load_examples(
     test_fraction: float = 0.2,
     seed: int = 0,
     limit: int | None = None,
+    val_fraction: float = 0.0,
 ) -> tuple[list[Example], dict[str, Any]]:
     """Examples from ``sources`` with their split, and a provenance record (files, sha256, counts).
 
@@ -132,12 +133,13 @@ def load_examples(
     paths = paths or {}
 
     def split_of(group: str) -> str:
-        return assign_split(group, test_fraction=test_fraction, seed=seed)
+        return assign_split(group, test_fraction=test_fraction, seed=seed, val_fraction=val_fraction)
 
     examples: list[Example] = []
     provenance: dict[str, Any] = {
         "split_rule": SPLIT_RULE,
         "test_fraction": test_fraction,
+        "val_fraction": val_fraction,
         "split_seed": seed,
         "sources": {},
     }

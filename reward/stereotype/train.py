@@ -66,6 +66,10 @@ class StereotypeTrainConfig:
     test_fraction: float = field(
         default=0.2, metadata={"help": "held-out share of groups (as the evaluation)"}
     )
+    val_fraction: float = field(
+        default=0.0,
+        metadata={"help": "share of groups carved from training as a validation split (never trained on)"},
+    )
     split_seed: int = field(default=0, metadata={"help": "seed of the grouped split (as the evaluation)"})
     seed: int = field(default=0, metadata={"help": "training seed (init, shuffling, dropout)"})
     limit: int | None = field(
@@ -221,7 +225,7 @@ def train_stereotype(config: StereotypeTrainConfig, progress: Progress | None = 
         "rewrite": config.rewrite_path,
     }
     examples, provenance = load_examples(
-        config.sources, paths, config.test_fraction, config.split_seed, config.limit
+        config.sources, paths, config.test_fraction, config.split_seed, config.limit, config.val_fraction
     )
     train = [e for e in examples if e.split == "train"]
     test = [e for e in examples if e.split == "test"]
@@ -242,6 +246,7 @@ def train_stereotype(config: StereotypeTrainConfig, progress: Progress | None = 
         "name": "heldout",
         "rule": provenance["split_rule"],
         "test_fraction": config.test_fraction,
+        "val_fraction": config.val_fraction,
         "split_seed": config.split_seed,
         "train_examples": len(train),
         "test_examples": len(test),
