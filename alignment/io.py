@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,16 +24,69 @@ from alignment.errors import SafealignError
 
 # Write failures the user can act on (free space, fix permissions): one clear line, not a traceback.
 _DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS})
+# Write failures caused by the path itself (a file where a folder belongs, a symlink loop, ...).
+_PATH_ERRNOS = frozenset({errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.ENAMETOOLONG, errno.EEXIST})
+_WRITE_ERRNOS = _DISK_ERRNOS | _PATH_ERRNOS
 
 
 def _write_failed(path: Path, exc: OSError) -> SafealignError:
     reason = exc.strerror or type(exc).__name__
-    error = SafealignError(
-        f"cannot write {path}: {reason}; free some space or fix the permissions and run again "
-        "(the previous output is unchanged)"
+    remedy = (
+        "free some space or fix the permissions and run again"
+        if exc.errno in _DISK_ERRNOS
+        else "choose another output path"
     )
+    error = SafealignError(f"cannot write {path}: {reason}; {remedy} (the previous output is unchanged)")
     error.os_error = exc  # an enclosing atomic_dir names its own (final) path instead of a temporary one
     return error
+
+
+def current_umask() -> int:
+    """The process umask (read without changing it where /proc allows)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def read_regular_file(path: str | os.PathLike, what: str = "file") -> bytes:
+    """The bytes of a regular file; a missing, unreadable or non-regular one (a folder, a FIFO, a device,
+    a symlink loop) is one line naming ``path`` instead of a traceback or a read that never returns."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO opens without a writer
+    except FileNotFoundError as exc:
+        raise SafealignError(f"{path}: {what} not found") from exc
+    except IsADirectoryError as exc:
+        raise SafealignError(f"{path}: is a directory, not a {what}") from exc
+    except OSError as exc:
+        raise SafealignError(f"{path}: cannot read the {what} ({exc.strerror})") from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file (a FIFO, socket or device)"
+            raise SafealignError(f"{path}: is {kind}, not a {what}")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb") as handle:
+            fd = -1
+            return handle.read()
+    except OSError as exc:
+        raise SafealignError(f"{path}: cannot read the {what} ({exc.strerror})") from exc
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+def read_text_file(path: str | os.PathLike, what: str = "file") -> str:
+    """A regular UTF-8 text file (see :func:`read_regular_file`); bytes that are not UTF-8 are one line."""
+    data = read_regular_file(path, what)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SafealignError(f"{path}: {what} is not UTF-8 text (byte {exc.start})") from exc
 
 
 def _fsync_dir(path: Path) -> None:
@@ -47,14 +101,17 @@ def _fsync_dir(path: Path) -> None:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file in the same dir, fsync, rename)."""
     path = Path(path)
+    if path.is_dir():
+        raise SafealignError(f"cannot write {path}: it is a directory; choose a file name")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        if exc.errno in _DISK_ERRNOS:
+        if exc.errno in _WRITE_ERRNOS:
             raise _write_failed(path, exc) from exc
         raise
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; follow the user's umask
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -63,7 +120,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
             raise _write_failed(path, exc) from exc
         raise
     _fsync_dir(path.parent)
@@ -89,11 +146,14 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     if the block raises, the temporary directory is removed and ``path`` is untouched.
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise SafealignError(f"cannot write {path}: a file is in the way of this folder; choose another path")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700; follow the user's umask
     except OSError as exc:
-        if exc.errno in _DISK_ERRNOS:
+        if exc.errno in _WRITE_ERRNOS:
             raise _write_failed(path, exc) from exc
         raise
     try:
@@ -114,7 +174,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         cause = getattr(exc, "os_error", exc)
-        if isinstance(cause, OSError) and cause.errno in _DISK_ERRNOS:
+        if isinstance(cause, OSError) and cause.errno in _WRITE_ERRNOS:
             raise _write_failed(path, cause) from cause
         raise
 

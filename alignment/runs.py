@@ -12,7 +12,11 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
+import fcntl
 import getpass
+import json
+import os
 import platform
 import re
 import shutil
@@ -33,6 +37,7 @@ from alignment.io import atomic_write_bytes, atomic_write_json
 from alignment.paths import runs_dir
 
 MANIFEST = "manifest.json"
+LOCK_FILE = ".safealign.lock"  # present while a command writes the folder; names its holder
 TRACKED_PACKAGES = (
     "safealign",
     "torch",
@@ -119,16 +124,15 @@ def start_run(
     config: Any = None,
     seed: int | None = None,
     root: str | Path | None = None,
+    kind: str | None = None,
 ) -> Run:
     """Open ``<root>/<name>/`` (created if needed) and write a manifest with status ``running``.
 
-    A previous manifest in the same directory is kept under ``previous_runs`` so resumed runs keep
-    their history.
+    ``kind`` (``eval``, ``pipeline``, ``train sft``, ...) is recorded so a later command can tell its own
+    runs from other folders (:func:`claim_output_dir`). A previous manifest in the same directory is kept
+    under ``previous_runs`` so resumed runs keep their history.
     """
-    if not _NAME_RE.match(name):
-        raise SafealignError(
-            f"run name {name!r} is not valid: use letters, digits, '.', '_' and '-' (no slashes)"
-        )
+    check_run_name(name)
     run_dir = Path(root or runs_dir()) / name
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -139,6 +143,7 @@ def start_run(
 
     manifest: dict[str, Any] = {
         "name": name,
+        "kind": kind,
         "status": "running",
         "command": command if command is not None else sys.argv,
         "config": _jsonable(config),
@@ -149,6 +154,7 @@ def start_run(
         "host": {
             "hostname": socket.gethostname(),
             "user": getpass.getuser(),
+            "pid": os.getpid(),
             "platform": platform.platform(),
         },
         "started_at": _now(),
@@ -171,55 +177,198 @@ def finish_run(run: Run, status: str = "completed", **fields: Any) -> dict[str, 
 
 
 @contextmanager
-def run_context(name: str, *, discard_on_input_error: bool = False, **kwargs: Any) -> Iterator[Run]:
+def run_context(
+    name: str,
+    *,
+    discard_on_input_error: bool = False,
+    kind: str | None = None,
+    force: bool = False,
+    **kwargs: Any,
+) -> Iterator[Run]:
     """``start_run`` + ``finish_run`` around a block; failures and Ctrl-C are recorded, then re-raised.
+
+    With ``kind``, the folder is first claimed (:func:`claim_output_dir`: an existing folder must hold a
+    run of that kind, unless ``force``) and locked for the block (:func:`lock_run_dir`).
 
     With ``discard_on_input_error``, a :class:`SafealignError` raised before the block wrote anything
     (bad input found while loading) leaves the folder as it was instead: a run directory this call
     created is removed, and an earlier manifest is put back byte for byte. Once the block has written
     an output, the failure is recorded as usual, so finished work is never thrown away.
     """
+    check_run_name(name)
     run_dir = Path(kwargs.get("root") or runs_dir()) / name
+    if kind is not None:
+        claim_output_dir(run_dir, kind, force=force)
     existed = run_dir.exists()
-    old_manifest = (run_dir / MANIFEST).read_bytes() if (run_dir / MANIFEST).is_file() else None
-    before = _contents(run_dir)
-    run = start_run(name, **kwargs)
-    try:
-        yield run
-    except SafealignError as exc:
-        if not discard_on_input_error or _contents(run_dir) != before:
+    with lock_run_dir(run_dir):
+        old_manifest = (run_dir / MANIFEST).read_bytes() if (run_dir / MANIFEST).is_file() else None
+        before = _contents(run_dir)
+        run = start_run(name, kind=kind, **kwargs)
+        try:
+            yield run
+        except SafealignError as exc:
+            if not discard_on_input_error or _contents(run_dir) != before:
+                finish_run(run, "failed", error=f"{type(exc).__name__}: {exc}")
+            elif not existed:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            elif old_manifest is None:
+                (run_dir / MANIFEST).unlink(missing_ok=True)
+            else:
+                atomic_write_bytes(run_dir / MANIFEST, old_manifest)
+            raise
+        except KeyboardInterrupt:
+            finish_run(run, "interrupted")
+            raise
+        except BaseException as exc:
             finish_run(run, "failed", error=f"{type(exc).__name__}: {exc}")
-        elif not existed:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        elif old_manifest is None:
-            (run_dir / MANIFEST).unlink(missing_ok=True)
-        else:
-            atomic_write_bytes(run_dir / MANIFEST, old_manifest)
-        raise
-    except KeyboardInterrupt:
-        finish_run(run, "interrupted")
-        raise
-    except BaseException as exc:
-        finish_run(run, "failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    finish_run(run)
+            raise
+        finish_run(run)
+
+
+def check_run_name(name: str) -> str:
+    """A run directory's name: one path component of letters, digits, '.', '_' and '-'."""
+    if not _NAME_RE.match(name):
+        raise SafealignError(
+            f"run name {name!r} is not valid: use letters, digits, '.', '_' and '-' (no slashes)"
+        )
+    return name
 
 
 def _contents(run_dir: Path) -> dict[str, tuple[int, int]]:
-    """Size and modification time of every file in a run directory except its manifest."""
+    """Size and modification time of every file in a run directory except its manifest and lock."""
     if not run_dir.is_dir():
         return {}
     return {
         str(p.relative_to(run_dir)): (p.stat().st_size, p.stat().st_mtime_ns)
         for p in run_dir.rglob("*")
-        if p.is_file() and p != run_dir / MANIFEST
+        if p.is_file() and p.name != LOCK_FILE and p != run_dir / MANIFEST
     }
+
+
+def manifest_kind(run_dir: Path) -> str | None:
+    """The kind of run a folder's ``manifest.json`` records (older manifests: from their command line)."""
+    try:
+        manifest = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict):
+        return None
+    if isinstance(manifest.get("kind"), str):
+        return manifest["kind"]
+    command = manifest.get("command")
+    words = [command] if isinstance(command, str) else command if isinstance(command, list) else []
+    for word in map(str, words[:3]):
+        if word in ("eval", "pipeline", "train-stereotype"):
+            return word
+    return None
+
+
+def claim_output_dir(path: str | Path, kind: str, *, force: bool = False) -> None:
+    """Allow a command of ``kind`` to write into ``path``: a missing or empty folder, or one whose manifest
+    says it holds a ``kind`` run; anything else (a file, a folder of other files, another kind of run) is
+    refused unless ``force``, so no command ever replaces what it did not write."""
+    path = Path(path)
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise SafealignError(f"{path}: is a file, not a folder; choose another output folder")
+    if not any(p.name != LOCK_FILE for p in path.iterdir()):
+        return
+    found = manifest_kind(path)
+    if found == kind or force:
+        return
+    what = f"a {found!r} run" if found else f"files safealign did not write (no {MANIFEST} of a run)"
+    raise SafealignError(
+        f"{path} holds {what}, not a {kind!r} run: choose another folder, or pass --force to replace it"
+    )
+
+
+_HELD_LOCKS: dict[str, list[int]] = {}  # folder -> [lock file descriptor, depth] (re-entrant per process)
+
+
+def _holder(lock_path: Path) -> str:
+    try:
+        info = json.loads(lock_path.read_text(encoding="utf-8"))
+        return f"process {info['pid']} on {info['host']} ({info['command']}, since {info['since']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+@contextmanager
+def lock_run_dir(path: str | Path) -> Iterator[Path]:
+    """Hold an exclusive lock on a run directory (``.safealign.lock``, naming the holder) for the block.
+
+    A second command writing the same folder stops at once with one line naming the holder, instead of
+    both finishing and one result being lost. The lock is an OS lock, so a killed holder releases it; the
+    folder and the lock file are removed again if the block leaves the folder empty.
+    """
+    path = Path(path)
+    key = os.path.abspath(path)
+    if key in _HELD_LOCKS:
+        _HELD_LOCKS[key][1] += 1
+        try:
+            yield path
+        finally:
+            _HELD_LOCKS[key][1] -= 1
+        return
+    existed = path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SafealignError(f"cannot create run directory {path}: {exc.strerror}") from exc
+    lock_path = path / LOCK_FILE
+    try:
+        fd = _acquire(lock_path, path)
+    except BaseException:
+        if not existed:
+            with suppress(OSError):
+                path.rmdir()
+        raise
+    _HELD_LOCKS[key] = [fd, 1]
+    try:
+        yield path
+    finally:
+        del _HELD_LOCKS[key]
+        with suppress(OSError):
+            lock_path.unlink()
+        os.close(fd)
+        if not existed:
+            with suppress(OSError):
+                path.rmdir()  # only when the block left nothing in it
+
+
+def _acquire(lock_path: Path, folder: Path) -> int:
+    """Open and lock ``lock_path`` (retrying when its holder removed it meanwhile); write who holds it."""
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise SafealignError(f"cannot lock {folder}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise SafealignError(f"cannot lock {folder}: {exc.strerror}") from exc
+            raise SafealignError(
+                f"{folder} is in use by {_holder(lock_path)}: wait for it to finish, or choose another folder"
+            ) from exc
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed the file between our open and lock: lock the new one
+    command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv[:4]))
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "since": _now()}
+    os.ftruncate(fd, 0)
+    os.write(fd, (json.dumps(info) + "\n").encode("utf-8"))
+    return fd
 
 
 def load_manifest(run_dir: str | Path) -> dict[str, Any]:
     """Read ``manifest.json`` from a run directory, with a clear error when it is missing or corrupt."""
-    import json
-
     path = Path(run_dir) / MANIFEST
     try:
         return json.loads(path.read_text(encoding="utf-8"))
