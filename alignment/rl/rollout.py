@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -209,36 +210,61 @@ def score_completions(
 ) -> list[float]:
     """Call a reward function with TRL's signature and return one float per completion.
 
-    ``None`` (TRL's "not applicable") and non-numbers become NaN, which the PPO guard reports.
-    A reward that raises, or returns a wrong number of scores, stops training with
-    :class:`RewardFailed` naming the function (and where it raised).
+    ``None`` (TRL's "not applicable") becomes NaN, which the guards report. A reward that raises or
+    exits, or returns anything but one real number per completion (a string, a generator, a meta
+    tensor, a wrong count), stops training with :class:`RewardFailed` naming the function.
     """
     name = reward_label(reward_fn)
     try:
         raw = reward_fn(prompts=prompts, completions=completions, completion_ids=completion_ids, **columns)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         from alignment.errors import SafealignError
 
         if isinstance(exc, SafealignError):  # already names the reward and the problem
             raise RewardFailed(f"reward {name}: {exc}") from exc
         raise RewardFailed(f"the reward {name} raised {type(exc).__name__}: {exc}{_raised_at(exc)}") from exc
-    try:
-        values = list(raw)
-    except TypeError as exc:
-        raise RewardFailed(
-            f"reward function {name} returned {type(raw).__name__}, expected a list of floats"
-        ) from exc
-    if len(values) != len(completions):
-        raise RewardFailed(
-            f"reward function {name} returned {len(values)} scores for {len(completions)} completions"
-        )
-    scores = []
-    for value in values:
-        try:
-            scores.append(float(value))
-        except (TypeError, ValueError):
-            scores.append(math.nan)
-    return scores
+    return reward_values(raw, len(completions), name)
+
+
+def reward_values(raw: Any, count: int, name: str) -> list[float]:
+    """``count`` floats from what a reward returned (a list, tuple, 1-d tensor or array of numbers).
+
+    >>> reward_values((1, 0.5, None), 3, "'r'")
+    [1.0, 0.5, nan]
+    >>> reward_values("abc", 3, "'r'")
+    Traceback (most recent call last):
+    ...
+    alignment.rl.rollout.RewardFailed: reward function 'r' returned str, expected a list of numbers
+    """
+    if torch.is_tensor(raw):
+        raw = _tensor_values(raw, name, "its result")
+    elif hasattr(raw, "tolist") and hasattr(raw, "ndim"):  # a numpy array
+        raw = raw.tolist() if raw.ndim == 1 else raw
+    if not isinstance(raw, (list, tuple)):
+        kind = type(raw).__name__
+        raise RewardFailed(f"reward function {name} returned {kind}, expected a list of numbers")
+    if len(raw) != count:
+        raise RewardFailed(f"reward function {name} returned {len(raw)} scores for {count} completions")
+    return [_number(value, name, i) for i, value in enumerate(raw, start=1)]
+
+
+def _tensor_values(value: torch.Tensor, name: str, what: str) -> Any:
+    if value.is_meta:
+        raise RewardFailed(f"reward function {name} returned a meta tensor as {what}: it holds no values")
+    return value.detach().float().cpu().tolist()
+
+
+def _number(value: Any, name: str, index: int) -> float:
+    if value is None:
+        return math.nan
+    if torch.is_tensor(value) and value.numel() == 1:
+        value = _tensor_values(value.reshape(()), name, f"score {index}")
+    if isinstance(value, numbers.Real):
+        return float(value)
+    shown = repr(value)[:40]
+    raise RewardFailed(
+        f"reward function {name} returned {type(value).__name__} {shown} as score {index}, expected a number"
+    )
 
 
 def reward_components(reward_fn: RewardFn) -> dict[str, float]:
