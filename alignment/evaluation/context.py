@@ -12,10 +12,10 @@ import numpy as np
 
 from alignment.errors import SafealignError
 from alignment.evaluation.engine import LoglikEngine
-from alignment.evaluation.generate import sample_continuations
 from alignment.evaluation.registry import SuiteSpec
 from alignment.evaluation.stats import DEFAULT_RESAMPLES, Estimate, mean_ci, statistic_ci
 from alignment.evaluation.subsample import subsample
+from alignment.generation import format_prompt, sample
 
 T = TypeVar("T")
 SPLIT_MODES = ("heldout", "validation", "all")
@@ -121,12 +121,14 @@ class SuiteContext:
         key: Callable[[T], str],
         strata: Callable[[T], str] | None = None,
         split_key: Callable[[T], str] | None = None,
+        training: bool | None = None,
     ) -> list[T]:
         """This mode's part of the items, then a deterministic, stratified subsample of at most ``limit``.
 
         ``heldout``: the test groups of data that builders train on, and every item but the validation
         ones elsewhere. ``validation``: the validation groups of every suite (for choosing recipes;
-        never the test items). ``all``: everything.
+        never the test items). ``all``: everything. ``training`` says whether these items come from data
+        that builders train on (default: the suite's ``training_source``), for suites that read both kinds.
         """
         items = list(items)
         self.split_used = "all"
@@ -140,7 +142,7 @@ class SuiteContext:
 
             if self.split_mode == "validation":
                 items, self.split_used = [it for it in items if side(it) == "validation"], "validation"
-            elif self.spec.training_source:
+            elif self.spec.training_source if training is None else training:
                 items, self.split_used = [it for it in items if side(it) == "test"], "test"
             elif self.val_fraction > 0:
                 items, self.split_used = (
@@ -177,9 +179,18 @@ class SuiteContext:
         max_new_tokens: int = 20,
         temperature: float = 1.0,
         top_p: float = 0.9,
+        chat: bool = False,
+        system: str | None = None,
         description: str = "generating",
     ) -> list[list[str]]:
-        """Seeded continuations of raw-text prompts (see :mod:`alignment.evaluation.generate`)."""
+        """Seeded continuations (see :func:`alignment.generation.sample`) of raw-text prompts, or with
+        ``chat`` of user messages (after an optional ``system`` message) rendered with the model's chat
+        template; a tokenizer without one gets the system and user texts joined by a blank line."""
+        templated = chat and bool(getattr(self.tokenizer, "chat_template", None))
+        if templated:
+            prompts = [format_prompt(self.tokenizer, p, system, chat=True) for p in prompts]
+        elif chat and system:
+            prompts = [f"{system}\n\n{p}" for p in prompts]
         self.backends["generation"] = {
             "num_samples": num_samples,
             "max_new_tokens": max_new_tokens,
@@ -187,8 +198,9 @@ class SuiteContext:
             "top_p": top_p if temperature > 0 else None,
             "seed": self.seed,
             "batch_size": self.generation_batch_size,
+            "chat_template": templated,
         }
-        return sample_continuations(
+        return sample(
             self.model,
             self.tokenizer,
             prompts,
@@ -198,6 +210,7 @@ class SuiteContext:
             top_p=top_p,
             seed=self.seed,
             batch_size=self.generation_batch_size,
+            add_special_tokens=not templated,
             progress=self.tracker(description, len(prompts)),
         )
 
