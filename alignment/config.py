@@ -199,3 +199,47 @@ def parse_config(
     values.pop("config", None)
     source = str(known.config) if known.config else "command line"
     return tuple(_instantiate(dc, values, source) for dc in dataclass_types)
+
+
+# ---- command-line flags generated from a config dataclass -----------------------------------------------
+
+
+def _flag_type(tp: Any) -> Any:
+    base = tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        base = next(a for a in typing.get_args(tp) if a is not type(None))
+    if base is bool:
+        return lambda v: {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}[
+            v.lower()
+        ]
+    return base if base in (int, float) else str
+
+
+def add_dataclass_flags(
+    parser: argparse.ArgumentParser, dataclass_type: type, skip: tuple[str, ...] = ()
+) -> None:
+    """One ``--field`` (also ``--field-name``) flag per dataclass field, with the field's help and
+    default; unset flags stay out of the namespace so YAML values are not overridden by defaults."""
+    hints = typing.get_type_hints(dataclass_type)
+    for f in dataclasses.fields(dataclass_type):
+        if f.name in skip:
+            continue
+        names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        default = f.default if f.default is not dataclasses.MISSING else None
+        shown = f" (default: {default})" if default not in (None, "") else ""
+        parser.add_argument(
+            *names,
+            dest=f"cfg_{f.name}",
+            metavar=f.name.upper(),
+            type=_flag_type(hints[f.name]),
+            default=argparse.SUPPRESS,
+            help=(f.metadata.get("help") or "") + shown,
+        )
+
+
+def config_from_args(dataclass_type: type[T], args: argparse.Namespace, **fixed: Any) -> T:
+    """Defaults < ``--config`` YAML < flags < ``fixed``, validated by :func:`from_dict`."""
+    values = load_yaml(args.config) if getattr(args, "config", None) else {}
+    flags = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
+    source = f"{args.config} + command line" if getattr(args, "config", None) else "command line"
+    return from_dict(dataclass_type, {**values, **flags, **fixed}, source)

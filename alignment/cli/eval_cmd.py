@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
+import sys
 from pathlib import Path
 
 from rich.table import Table
 
 from alignment.cli.console import err, out
+from alignment.config import add_dataclass_flags, config_from_args
+from alignment.evaluation.config import EvalConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,57 +25,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", default="smollm2-135m-instruct", help="model spec (default: %(default)s)")
     parser.add_argument(
-        "--suites", default=None, help="comma-separated suites, or 'all' (default: the preset's)"
+        "--config", metavar="FILE.yaml", help="YAML file of evaluation settings (keys: the flags below)"
     )
-    parser.add_argument(
-        "--preset", default="quick", help="quick, standard, full, or a preset YAML (default: quick)"
-    )
-    parser.add_argument(
-        "--limit", type=int, default=None, help="at most N items per suite (overrides the preset)"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="subsampling, generation and bootstrap seed (default: 0)"
-    )
-    parser.add_argument(
-        "--split",
-        choices=("heldout", "validation", "all"),
-        default="heldout",
-        help="heldout: the test groups of data builders train on (default); validation: the validation "
-        "groups carved from training (needs --val-fraction; for choosing recipes); all: everything",
-    )
-    parser.add_argument(
-        "--val-fraction",
-        type=float,
-        default=0.0,
-        help="share of groups carved from the training side as the validation split (default: 0)",
-    )
-    parser.add_argument(
-        "--test-fraction", type=float, default=0.2, help="held-out fraction of the split rule"
-    )
-    parser.add_argument("--split-seed", type=int, default=0, help="seed of the split rule (default: 0)")
-    parser.add_argument("--base-model", default=None, help="base model spec for kl_to_base")
-    parser.add_argument(
-        "--toxicity-scorer", default="auto", help="reward.toxicity scorer spec (default: auto)"
-    )
-    parser.add_argument(
-        "--stereotype-classifier",
-        default=None,
-        help="folder of a trained stereotype classifier (default: the reward module's default)",
-    )
+    add_dataclass_flags(parser, EvalConfig)
     parser.add_argument("--out", default=None, help="output folder (default: runs/eval-<model>-<preset>)")
     parser.add_argument(
-        "--batch-size", type=int, default=64, help="most sequences per forward pass (default: 64)"
-    )
-    parser.add_argument(
-        "--max-batch-tokens", type=int, default=4096, help="most padded tokens per forward pass"
-    )
-    parser.add_argument(
-        "--generation-batch-size", type=int, default=96, help="most sequences per generate call (default: 96)"
-    )
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: best available)")
-    parser.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: by device)")
-    parser.add_argument(
         "--no-samples", action="store_true", help="do not write per-item samples/<suite>.jsonl"
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write into --out even when it holds something other than an eval run",
     )
     parser.add_argument("--list", action="store_true", help="list suites and presets, then exit")
     parser.set_defaults(func=run)
@@ -146,33 +110,17 @@ def run(args: argparse.Namespace) -> int:
 
     # Everything checkable (preset, suites, data files, prerequisites, model spec) fails here, before
     # any folder is created.
-    plan = plan_evaluation(
-        args.model,
-        suites=args.suites,
-        preset=args.preset,
-        limit=args.limit,
-        seed=args.seed,
-        base_model=args.base_model,
-        split=args.split,
-        test_fraction=args.test_fraction,
-        split_seed=args.split_seed,
-        val_fraction=args.val_fraction,
-        device=args.device,
-        dtype=args.dtype,
-        batch_size=args.batch_size,
-        max_batch_tokens=args.max_batch_tokens,
-        generation_batch_size=args.generation_batch_size,
-        toxicity_scorer=args.toxicity_scorer,
-        stereotype_classifier=args.stereotype_classifier,
-    )
-    out_dir = Path(args.out) if args.out else _default_out(args.model, args.preset)
-    config = {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+    config = config_from_args(EvalConfig, args)
+    plan = plan_evaluation(args.model, config)
+    out_dir = Path(args.out) if args.out else _default_out(args.model, config.preset)
     with run_context(
         out_dir.name,
-        command=["safealign", "eval", *vars_to_argv(args)],
-        config=config,
-        seed=args.seed,
+        command=sys.argv,
+        config={"model": args.model, **dataclasses.asdict(config)},
+        seed=config.seed,
         root=out_dir.parent,
+        kind="eval",
+        force=args.force,
         discard_on_input_error=True,  # data or model problems found while loading leave no trace
     ) as run_:
         results = execute(plan, out_dir=out_dir, write_samples=not args.no_samples, progress=True)
@@ -184,14 +132,3 @@ def run(args: argparse.Namespace) -> int:
     out.print(results_table(results))
     err.print(f"[dim]results: {out_dir / 'results.json'} (total {results['timings']['total_s']:.1f}s)[/]")
     return 0
-
-
-def vars_to_argv(args: argparse.Namespace) -> list[str]:
-    """The options this command ran with, as flags (for the run manifest)."""
-    argv = []
-    for key, value in vars(args).items():
-        if key in ("func", "command", "list") or value in (None, False):
-            continue
-        flag = "--" + key.replace("_", "-")
-        argv.extend([flag] if value is True else [flag, str(value)])
-    return argv

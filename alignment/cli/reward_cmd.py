@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import types
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +12,7 @@ from rich import box
 from rich.table import Table
 
 from alignment.cli.console import err, out
+from alignment.config import add_dataclass_flags, config_from_args
 from alignment.errors import SafealignError, where
 
 
@@ -78,44 +76,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     bench.add_argument("--out", type=Path, help="write the benchmark record as JSON here")
     bench.set_defaults(func=bench_cmd)
-
-
-# ---- config flags generated from a dataclass ----
-
-
-def _flag_type(tp: Any) -> Any:
-    base = tp
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        base = next(a for a in typing.get_args(tp) if a is not type(None))
-    if base is bool:
-        return lambda v: {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}[
-            v.lower()
-        ]
-    return base if base in (int, float) else str
-
-
-def add_dataclass_flags(parser: argparse.ArgumentParser, dataclass_type: type) -> None:
-    """One ``--field`` flag per dataclass field (unset flags stay out of the namespace)."""
-    hints = typing.get_type_hints(dataclass_type)
-    for f in dataclasses.fields(dataclass_type):
-        names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
-        parser.add_argument(
-            *names,
-            dest=f"cfg_{f.name}",
-            type=_flag_type(hints[f.name]),
-            default=argparse.SUPPRESS,
-            help=f.metadata.get("help"),
-        )
-
-
-def config_from_args(dataclass_type: type, args: argparse.Namespace) -> Any:
-    """Defaults < ``--config`` YAML < flags, validated by :func:`alignment.config.from_dict`."""
-    from alignment.config import from_dict, load_yaml
-
-    values = load_yaml(args.config) if getattr(args, "config", None) else {}
-    flags = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
-    source = f"{args.config} + command line" if getattr(args, "config", None) else "command line"
-    return from_dict(dataclass_type, {**values, **flags}, source)
 
 
 # ---- actions ----

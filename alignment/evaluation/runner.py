@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from alignment.errors import SafealignError
-from alignment.evaluation.context import SPLIT_MODES, Services, SuiteContext, stereotype_classifier_path
+from alignment.evaluation.config import EvalConfig
+from alignment.evaluation.context import Services, SuiteContext, stereotype_classifier_path
 from alignment.evaluation.engine import LoglikEngine
 from alignment.evaluation.presets import Preset, load_preset
 from alignment.evaluation.registry import SuiteSpec, load_suites, parse_suite_list
@@ -96,7 +97,7 @@ def _suite_key(plan: Plan, name: str, preset_options: dict[str, Any], limit: int
     from alignment.io import sha256_json
     from alignment.models import resolve_model
 
-    services = plan.services
+    services, config = plan.services, plan.config
     source = resolve_model(plan.model_spec)
     base = source.base.path if source.base is not None else None
     return sha256_json(
@@ -113,13 +114,13 @@ def _suite_key(plan: Plan, name: str, preset_options: dict[str, Any], limit: int
             "preset": plan.preset.name,
             "options": preset_options,
             "limit": limit,
-            "seed": plan.seed,
-            "split": [plan.split, plan.test_fraction, plan.split_seed, plan.val_fraction],
+            "seed": config.seed,
+            "split": [config.split, config.test_fraction, config.split_seed, config.val_fraction],
             "batching": [
-                plan.batch_size,
-                plan.generation_batch_size,
-                plan.max_batch_tokens,
-                plan.padding_side,
+                config.batch_size,
+                config.generation_batch_size,
+                config.max_batch_tokens,
+                config.padding_side,
             ],
         }
     )
@@ -146,16 +147,7 @@ class Plan:
     names: list[str]
     skipped: dict[str, str]
     services: Services
-    limit: int | None = None
-    seed: int = 0
-    split: str = "heldout"
-    test_fraction: float = 0.2
-    split_seed: int = 0
-    val_fraction: float = 0.0
-    batch_size: int = 64
-    generation_batch_size: int = 96
-    max_batch_tokens: int = 4096
-    padding_side: str = "right"
+    config: EvalConfig
 
     @property
     def to_run(self) -> list[str]:
@@ -163,54 +155,24 @@ class Plan:
 
 
 def plan_evaluation(
-    model_spec: str,
-    suites: str | Sequence[str] | None = None,
-    preset: str = "quick",
-    limit: int | None = None,
-    seed: int = 0,
-    base_model: str | None = None,
-    *,
-    split: str = "heldout",
-    test_fraction: float = 0.2,
-    split_seed: int = 0,
-    val_fraction: float = 0.0,
-    device: str | None = None,
-    dtype: str | None = None,
-    batch_size: int = 64,
-    generation_batch_size: int = 96,
-    max_batch_tokens: int = 4096,
-    padding_side: str = "right",
-    toxicity_scorer: str = "auto",
-    stereotype_classifier: str | None = None,
-    check_model: bool = True,
+    model_spec: str, config: EvalConfig | None = None, *, check_model: bool = True, **settings: Any
 ) -> Plan:
     """Validate everything that can be checked before a model loads (preset, suites, options, data files,
-    prerequisites, the model spec): problems surface as one clear error before any work or output."""
+    prerequisites, the model spec): problems surface as one clear error before any work or output.
+
+    ``settings`` are :class:`EvalConfig` fields that replace those of ``config``."""
     from alignment.models import resolve_model
 
-    chosen = load_preset(preset)
-    explicit = suites is not None
-    names = parse_suite_list(suites) if explicit else list(chosen.suites)
-    if split not in SPLIT_MODES:
-        raise SafealignError(f"split must be one of {', '.join(SPLIT_MODES)}, got {split!r}")
-    if limit is not None and limit < 1:
-        raise SafealignError(f"--limit must be a positive number of items, got {limit}")
-    if not 0.0 < test_fraction < 1.0:
-        raise SafealignError(f"--test-fraction must be in (0, 1), got {test_fraction}")
-    if not 0.0 <= val_fraction < 1.0 - test_fraction:
-        raise SafealignError(f"--val-fraction must be in [0, 1 - test fraction), got {val_fraction}")
-    if split == "validation" and val_fraction == 0.0:
-        raise SafealignError(
-            "--split validation needs --val-fraction above 0 (the share carved from training)"
-        )
-    if min(batch_size, max_batch_tokens, generation_batch_size) < 1:
-        raise SafealignError("--batch-size, --max-batch-tokens and --generation-batch-size must be positive")
+    config = (config or EvalConfig()).replace(**settings)
+    chosen = load_preset(config.preset)
+    explicit = config.suites is not None
+    names = parse_suite_list(config.suites) if explicit else list(chosen.suites)
     services = Services(
-        device=device,
-        dtype=dtype,
-        base_spec=base_model,
-        toxicity_spec=toxicity_scorer,
-        stereotype_path=stereotype_classifier,
+        device=config.device,
+        dtype=config.dtype,
+        base_spec=config.base_model,
+        toxicity_spec=config.toxicity_scorer,
+        stereotype_path=config.stereotype_classifier,
     )
     specs = load_suites()
     skipped: dict[str, str] = {}
@@ -224,36 +186,17 @@ def plan_evaluation(
             _check_data(specs[name])
     if check_model:
         resolve_model(model_spec)
-        if base_model and "kl_to_base" in names and "kl_to_base" not in skipped:
-            resolve_model(base_model)
-    return Plan(
-        model_spec=model_spec,
-        preset=chosen,
-        names=names,
-        skipped=skipped,
-        services=services,
-        limit=limit,
-        seed=seed,
-        split=split,
-        test_fraction=test_fraction,
-        split_seed=split_seed,
-        val_fraction=val_fraction,
-        batch_size=batch_size,
-        generation_batch_size=generation_batch_size,
-        max_batch_tokens=max_batch_tokens,
-        padding_side=padding_side,
-    )
+        if config.base_model and "kl_to_base" in names and "kl_to_base" not in skipped:
+            resolve_model(config.base_model)
+    return Plan(model_spec, chosen, names, skipped, services, config)
 
 
 def evaluate(
     model_spec: str,
     suites: str | Sequence[str] | None = None,
-    preset: str = "quick",
-    limit: int | None = None,
-    seed: int = 0,
-    out_dir: str | Path | None = None,
-    base_model: str | None = None,
     *,
+    config: EvalConfig | None = None,
+    out_dir: str | Path | None = None,
     write_samples: bool = True,
     progress: bool = False,
     loaded: tuple[Any, Any] | None = None,
@@ -261,18 +204,18 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate ``model_spec`` on ``suites`` (default: the preset's) and return the results dict.
 
-    ``limit`` caps every suite's items (instead of the preset's limits). ``split="heldout"`` (a
-    setting, like ``device``, ``dtype``, ``batch_size``, ``toxicity_scorer``; see
-    :func:`plan_evaluation`) scores only the held-out part of data that builders train on
-    (``data_builders.splits.assign_split`` with ``test_fraction`` and ``split_seed``); ``"all"`` scores
-    everything. With ``out_dir``, writes ``results.json`` (and ``samples/<suite>.jsonl``) there,
-    atomically and only when every suite ran. ``loaded`` passes an already loaded ``(model, tokenizer)``.
-    Suites named explicitly must run (a missing prerequisite is an error); suites that come from the
-    preset are skipped, with the reason recorded, when a prerequisite (base model, classifier) is missing.
+    Settings come from ``config`` (an :class:`EvalConfig`), updated by ``settings`` (its field names:
+    ``preset``, ``limit``, ``seed``, ``split``, ``base_model``, ``batch_size``, ...). ``split="heldout"``
+    scores only the held-out part of data that builders train on (``data_builders.splits.assign_split``
+    with ``test_fraction`` and ``split_seed``); ``"all"`` scores everything. With ``out_dir``, writes
+    ``results.json`` (and ``samples/<suite>.jsonl``) there, atomically and only when every suite ran.
+    ``loaded`` passes an already loaded ``(model, tokenizer)``. Suites named explicitly must run (a
+    missing prerequisite is an error); suites that come from the preset are skipped, with the reason
+    recorded, when a prerequisite (base model, classifier) is missing.
     """
-    plan = plan_evaluation(
-        model_spec, suites, preset, limit, seed, base_model, check_model=loaded is None, **settings
-    )
+    if suites is not None:
+        settings["suites"] = suites.split(",") if isinstance(suites, str) else list(suites)
+    plan = plan_evaluation(model_spec, config, check_model=loaded is None, **settings)
     return execute(plan, out_dir=out_dir, write_samples=write_samples, progress=progress, loaded=loaded)
 
 
@@ -292,8 +235,8 @@ def execute(
     from alignment.runs import package_versions
 
     t_start, c_start = time.perf_counter(), time.process_time()
-    services, chosen, seed, names, to_run = plan.services, plan.preset, plan.seed, plan.names, plan.to_run
-    model_spec, base_model, limit = plan.model_spec, services.base_spec, plan.limit
+    services, chosen, names, to_run, config = plan.services, plan.preset, plan.names, plan.to_run, plan.config
+    model_spec, base_model, limit, seed = plan.model_spec, services.base_spec, config.limit, config.seed
     specs = load_suites()
     skipped = plan.skipped
     t_load = time.perf_counter()
@@ -307,9 +250,9 @@ def execute(
     engine = LoglikEngine(
         model,
         tokenizer,
-        batch_size=plan.batch_size,
-        max_batch_tokens=plan.max_batch_tokens,
-        padding_side=plan.padding_side,
+        batch_size=config.batch_size,
+        max_batch_tokens=config.max_batch_tokens,
+        padding_side=config.padding_side,
     )
 
     suite_entries: dict[str, dict[str, Any]] = {
@@ -339,13 +282,13 @@ def execute(
                 services=services,
                 seed=seed,
                 limit=suite_limit,
-                split_mode=plan.split,
-                test_fraction=plan.test_fraction,
-                split_seed=plan.split_seed,
-                val_fraction=plan.val_fraction,
+                split_mode=config.split,
+                test_fraction=config.test_fraction,
+                split_seed=config.split_seed,
+                val_fraction=config.val_fraction,
                 resamples=chosen.resamples,
                 options=chosen.suite_options(name),
-                generation_batch_size=plan.generation_batch_size,
+                generation_batch_size=config.generation_batch_size,
                 progress=tracker,
             )
             before = dict(engine.stats)
@@ -401,19 +344,19 @@ def execute(
         "seed": seed,
         "limit": limit,
         "split": {
-            "mode": plan.split,
-            "test_fraction": plan.test_fraction,
-            "seed": plan.split_seed,
-            "val_fraction": plan.val_fraction,
+            "mode": config.split,
+            "test_fraction": config.test_fraction,
+            "seed": config.split_seed,
+            "val_fraction": config.val_fraction,
             "rule": "data_builders.splits.assign_split(group key, test_fraction, seed, val_fraction)",
         },
         "settings": {
             "device": str(engine.device),
             "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-            "batch_size": plan.batch_size,
-            "generation_batch_size": plan.generation_batch_size,
-            "max_batch_tokens": plan.max_batch_tokens,
-            "padding_side": plan.padding_side,
+            "batch_size": config.batch_size,
+            "generation_batch_size": config.generation_batch_size,
+            "max_batch_tokens": config.max_batch_tokens,
+            "padding_side": config.padding_side,
             "prefix_token_id": engine.prefix_id,
             "resamples": chosen.resamples,
             "ci_level": 0.95,
