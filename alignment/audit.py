@@ -67,7 +67,8 @@ def _evaluated_ids(eval_dir: Path, suite: str) -> list[str]:
 
 
 def evaluated_texts(eval_dir: str | Path) -> dict[str, dict[str, list[str]]]:
-    """Sentences of the items scored by the suites built on training sources: ``{suite: {id: [texts]}}``."""
+    """Sentences of the items scored by the suites built on training sources: ``{suite: {id: [texts]}}``
+    (the rewrite suite's samples carry their input and reference texts)."""
     from data_builders.sources import load_crows_pairs, load_stereoset
 
     eval_dir = Path(eval_dir)
@@ -78,6 +79,12 @@ def evaluated_texts(eval_dir: str | Path) -> dict[str, dict[str, list[str]]]:
     ids = set(_evaluated_ids(eval_dir, "stereoset"))
     if ids:
         out["stereoset"] = {s.id: [s.context, *s.sentences.values()] for s in load_stereoset() if s.id in ids}
+    rewrites = eval_dir / "samples" / "rewrite.jsonl"
+    if rewrites.is_file():
+        records = [
+            json.loads(line) for line in rewrites.read_text(encoding="utf-8").splitlines() if line.strip()
+        ]
+        out["rewrite"] = {str(r["id"]): [r["input"], r["reference"]] for r in records}
     return out
 
 

@@ -46,6 +46,14 @@ class Services:
             self._cache["stereotype"] = load_stereotype_classifier(self.stereotype_path, self.device)
         return self._cache["stereotype"]
 
+    def sentence_encoder(self) -> Any:
+        """The packaged MiniLM sentence encoder (:mod:`alignment.evaluation.similarity`)."""
+        if "encoder" not in self._cache:
+            from alignment.evaluation.similarity import SentenceEncoder
+
+            self._cache["encoder"] = SentenceEncoder(device=self.device)
+        return self._cache["encoder"]
+
     def base_model(self) -> tuple[Any, Any]:
         """``(model, tokenizer)`` of the base model for ``kl_to_base``."""
         if not self.base_spec:
