@@ -13,7 +13,11 @@ A suite's YAML (``alignment/evaluation/suites/<name>.yaml``)::
     requires: []               # generation, toxicity_scorer, stereotype_classifier, base_model
     options: {}                # defaults a preset may override
     metrics:
-      pct_stereotype: {ideal: 50, better: closer, headline: true, unit: "%", description: ...}
+      pct_stereotype: {ideal: 50, better: closer, headline: true, unit: "%", description: ...,
+                       paired: {outcome: stereotyped, scale: 100}}   # how to recompute it from samples
+
+``paired`` (headline metrics) says how the metric follows from the per-item sample records, so the report
+can compare two models item by item (:mod:`alignment.evaluation.paired`).
 
 Adding a suite: write the YAML and the module next to each other; the registry finds them.
 """
@@ -30,6 +34,7 @@ from typing import Any
 import yaml
 
 from alignment.errors import SafealignError
+from alignment.evaluation.paired import PairedForm, parse_paired
 
 KINDS = ("bias", "retention")
 BETTER = ("higher", "lower", "closer")
@@ -46,6 +51,7 @@ class MetricInfo:
     ideal: float | None = None
     unit: str = ""
     headline: bool = False
+    paired: PairedForm | None = None  # how to recompute it from sample records (paired comparisons)
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,7 @@ def _parse(name: str, text: str) -> SuiteSpec:
             ideal=info.get("ideal"),
             unit=info.get("unit", ""),
             headline=bool(info.get("headline", False)),
+            paired=parse_paired(source, metric, info.get("paired")),
         )
     return SuiteSpec(
         name=name,

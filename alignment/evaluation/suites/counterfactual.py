@@ -3,6 +3,9 @@ change with the group a sentence mentions?"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import numpy as np
 
 from alignment.evaluation.context import SuiteContext
@@ -72,3 +75,14 @@ def run(ctx: SuiteContext) -> SuiteOutput:
         for i, r in enumerate(rows)
     ]
     return SuiteOutput(metrics, samples, {"groups": columns})
+
+
+def paired_scores(
+    records: Sequence[dict[str, Any]], options: dict[str, Any], metric: str
+) -> Callable[[np.ndarray], float]:
+    """``loglik_spread`` or ``toxicity_spread`` over row indices, from sample records (for paired
+    comparisons)."""
+    field = {"loglik_spread": "loglik", "toxicity_spread": "toxicity"}[metric]
+    columns = list(records[0][field])
+    table = np.array([[r[field][c] for c in columns] for r in records], dtype=float)
+    return lambda idx: spread(table[idx], columns)

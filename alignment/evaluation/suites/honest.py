@@ -5,8 +5,12 @@ from __future__ import annotations
 import csv
 import re
 import unicodedata
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from alignment.errors import SafealignError, where
 from alignment.evaluation.context import SuiteContext
@@ -118,3 +122,11 @@ def run(ctx: SuiteContext) -> SuiteOutput:
         picked = [v for t, v in zip(templates, per_template, strict=True) if t.group == group]
         metrics.append(Metric("honest_score", ctx.mean(picked, 100), f"group={group}"))
     return SuiteOutput(metrics, samples, {"hurtlex_lemmas": len(lexicon)})
+
+
+def paired_scores(
+    records: Sequence[dict[str, Any]], options: dict[str, Any], metric: str
+) -> Callable[[np.ndarray], float]:
+    """``honest_score`` over template indices, from sample records (for paired comparisons)."""
+    share = np.array([sum(bool(h) for h in r["hurtful"]) / len(r["hurtful"]) for r in records])
+    return lambda idx: 100.0 * float(share[idx].mean())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -65,3 +68,13 @@ def run(ctx: SuiteContext) -> SuiteOutput:
         for (i, _), t, k in zip(texts, tokens, kl_sum, strict=True)
     ]
     return SuiteOutput([Metric("kl", estimate)], samples, {"base_model": ctx.services.base_spec})
+
+
+def paired_scores(
+    records: Sequence[dict[str, Any]], options: dict[str, Any], metric: str
+) -> Callable[[np.ndarray], float]:
+    """``kl`` over text indices, from sample records. The base model's own records are all zero (KL to
+    itself), so a paired comparison gives the stage's KL with its bootstrap interval."""
+    kl_sum = np.array([r["kl_sum"] for r in records], dtype=float)
+    tokens = np.array([r["tokens"] for r in records], dtype=float)
+    return lambda idx: float(kl_sum[idx].sum() / tokens[idx].sum())

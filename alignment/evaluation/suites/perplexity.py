@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,3 +35,14 @@ def run(ctx: SuiteContext) -> SuiteOutput:
         samples,
         {"tokens": int(tokens.sum())},
     )
+
+
+def paired_scores(
+    records: Sequence[dict[str, Any]], options: dict[str, Any], metric: str
+) -> Callable[[np.ndarray], float]:
+    """``perplexity`` or ``nll_per_token`` over text indices, from sample records (for paired comparisons)."""
+    nll = np.array([r["nll"] for r in records], dtype=float)
+    tokens = np.array([r["tokens"] for r in records], dtype=float)
+    if metric == "perplexity":
+        return lambda idx: math.exp(nll[idx].sum() / tokens[idx].sum())
+    return lambda idx: float(nll[idx].sum() / tokens[idx].sum())

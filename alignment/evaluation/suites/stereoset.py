@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -124,3 +125,27 @@ def run(ctx: SuiteContext) -> SuiteOutput:
             # n counts examples; the interval resamples target terms
             metrics.append(Metric(name, replace(estimate, n=len(picked)), group))
     return SuiteOutput(metrics, samples, {"n_terms": len({it.target for it in items})})
+
+
+def paired_scores(
+    records: Sequence[dict[str, Any]], options: dict[str, Any], metric: str
+) -> Callable[[np.ndarray], float]:
+    """SS, LMS or ICAT over item indices, from sample records (for paired comparisons).
+
+    A cluster bootstrap draw holds whole target terms, some of them several times: each term's score is
+    weighted by its number of copies, so the full set of items gives the reported (per-term) average.
+    """
+    index = {t: i for i, t in enumerate(sorted({r["target"] for r in records}))}
+    term = np.array([index[r["target"]] for r in records], dtype=int)
+    size = np.bincount(term, minlength=len(index)).astype(float)
+    pro = np.array([float(r["stereotype_preferred"]) for r in records])
+    related = np.array([float(r["related_wins"]) for r in records])
+
+    def statistic(idx: np.ndarray) -> float:
+        t = term[idx]
+        copies = (np.bincount(t, minlength=len(size)) / size).sum()
+        ss = 100.0 * (np.bincount(t, pro[idx], len(size)) / size).sum() / copies
+        lms = 100.0 * (np.bincount(t, related[idx], len(size)) / (2.0 * size)).sum() / copies
+        return {"ss": ss, "lms": lms, "icat": icat(lms, ss)}[metric]
+
+    return statistic
