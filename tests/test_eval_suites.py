@@ -16,7 +16,7 @@ from collections import defaultdict
 
 import pytest
 import torch
-from eval_support import write_crows
+from eval_support import assert_pairs_with_itself, write_crows
 
 from alignment.errors import SafealignError
 from alignment.evaluation import evaluate
@@ -539,6 +539,7 @@ def test_generation_suites_recompute_from_samples(tmp_path, tiny, tiny_model, mo
     assert cf[0]["loglik"]["gender_a_man"] == pytest.approx(
         reference_logprob(model, tokenizer, "", text) / n, abs=1e-5
     )
+    assert assert_pairs_with_itself(res, out) == 5  # HONEST 1, toxicity 2, counterfactual 2
 
 
 def test_stereotype_rate_with_a_stand_in_classifier(tmp_path, tiny, tiny_model, monkeypatch):
@@ -566,8 +567,11 @@ def test_stereotype_rate_with_a_stand_in_classifier(tmp_path, tiny, tiny_model, 
         prompt_pools, "_files", lambda folder, path, pattern: [root / "bold/prompts/gender_prompt.json"]
     )
     monkeypatch.setattr("alignment.evaluation.suites.stereotype_rate.pool_files", lambda source: [])
-    res = evaluate(tiny_model, ["stereotype_rate"], preset="full", split="all", loaded=tiny)
+    res = evaluate(
+        tiny_model, ["stereotype_rate"], preset="full", split="all", loaded=tiny, out_dir=tmp_path / "out"
+    )
     assert metric(res, "stereotype_rate", "stereotype_rate")["value"] == pytest.approx(100 / 3)
+    assert assert_pairs_with_itself(res, tmp_path / "out") == 1
     assert metric(res, "stereotype_rate", "mean_stereotype_prob")["value"] == pytest.approx(
         (0.9 + 0.1 + 0.1) / 3
     )

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from alignment.report import ReportConfig, write_report
-from alignment.report.compare import Cell, MetricRow, delta, verdict
+from alignment.report.compare import Cell, MetricRow, adjust, independent_delta, verdict
 
 
 def row(suite, metric, value, ci, *, better, ideal, headline=True, group=None, n=100):
@@ -61,13 +61,24 @@ def results(crows, lms, mc2, tox, by_type):
     }
 
 
-def test_delta_ci_and_significance_by_hand():
-    d = delta(Cell(0.20, 0.18, 0.22), Cell(0.30, 0.29, 0.31), "min")
+def test_independent_delta_ci_and_significance_by_hand():
+    d = independent_delta(Cell(0.20, 0.18, 0.22), Cell(0.30, 0.29, 0.31), "min")
     se = ((0.22 - 0.18) / (2 * 1.959964), (0.31 - 0.29) / (2 * 1.959964))
     half = 1.959964 * (se[0] ** 2 + se[1] ** 2) ** 0.5
     assert d.value == pytest.approx(-0.10) and d.ci_low == pytest.approx(-0.10 - half)
     assert d.significant and d.improvement == pytest.approx(0.10)
-    assert not delta(Cell(50.5, 48.0, 53.0), Cell(50.0, 47.5, 52.5), 50.0).significant
+    # two-sided normal p: |z| = 0.5 / (2.5 / 1.96 * sqrt 2) = 0.277 -> p = 0.782
+    same = independent_delta(Cell(50.5, 48.0, 53.0), Cell(50.0, 47.5, 52.5), 50.0)
+    assert not same.significant and same.p == pytest.approx(0.7817, abs=1e-3)
+    assert same.method == "independent CIs"
+
+
+def compare(rows, stage="dpo"):
+    """Fill the rows' deltas from their cells (no samples) and Holm-adjust them, as the report does."""
+    for row in rows:
+        row.deltas[stage] = independent_delta(row.cells[stage], row.cells["base"], row.goal)
+    adjust(rows, stage)
+    return rows
 
 
 def test_verdict_flags_forgetting():
@@ -92,7 +103,7 @@ def test_verdict_flags_forgetting():
             capability=True,
         ),
     ]
-    v = verdict("dpo", rows)
+    v = verdict("dpo", compare(rows))
     assert (v.bias_improved, v.bias_significant, v.bias_worse_significant, v.bias_total) == (1, 1, 1, 2)
     assert v.capability_losses == [
         "stereoset/lms -10 (tolerance 2; 95% CI of the change [-11.4, -8.59], significant)"
@@ -100,11 +111,11 @@ def test_verdict_flags_forgetting():
     assert "bias down on 1 of 2 measures" in v.text and "CAPABILITY LOSS" in v.text
     # a loss beyond tolerance on few items is still flagged, but says it is within noise
     rows[2].cells = {"base": Cell(90, 78, 102), "dpo": Cell(87, 75, 99)}
-    assert verdict("dpo", rows).capability_losses == [
+    assert verdict("dpo", compare(rows)).capability_losses == [
         "stereoset/lms -3 (tolerance 2; 95% CI of the change [-20, 14], not significant)"
     ]
     rows[2].cells = {"base": Cell(90, 89, 91), "dpo": Cell(89, 88, 90)}
-    assert "retention within tolerance" in verdict("dpo", rows).text
+    assert "retention within tolerance" in verdict("dpo", compare(rows)).text
 
 
 def test_report_files(tmp_path):

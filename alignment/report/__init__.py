@@ -3,7 +3,8 @@
 :func:`write_report` takes each stage's evaluation results (``results.json`` content) and training record
 (``stage.json`` content) and writes, atomically, into the run directory:
 
-- ``metrics.json``: the table rows with per-stage cells and deltas to base, verdicts and provenance;
+- ``metrics.json``: the table rows with per-stage cells and deltas to base (paired CI, raw and
+  Holm-adjusted p-values, the test), verdicts and provenance;
 - ``report.md`` (figures in ``report_files/``) and a self-contained ``report.html`` (figures embedded).
 """
 
@@ -16,11 +17,11 @@ from typing import Any
 
 from alignment.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from alignment.report import plots, render
-from alignment.report.compare import MetricRow, delta, verdict
-from alignment.report.table import ReportConfig, breakdown, comparison_rows
+from alignment.report.compare import ALPHA, MetricRow, verdict
+from alignment.report.table import ReportConfig, Samples, breakdown, comparison_rows
 
 REPORT_SCHEMA = "safealign.report"
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2
 
 __all__ = ["ReportConfig", "build_report", "write_report", "print_report"]
 
@@ -66,15 +67,28 @@ def _row_json(row: MetricRow, stages: list[str], base: str) -> dict[str, Any]:
             continue
         ci = None if cell.ci_low is None else [cell.ci_low, cell.ci_high]
         out["cells"][stage] = {"value": cell.value, "ci95": ci, "n": cell.n}
-        if stage != base and base in row.cells:
-            d = delta(cell, row.cells[base], row.goal)
+        d = row.deltas.get(stage)
+        if d is not None:
             out["deltas"][stage] = {
                 "value": d.value,
                 "ci95": None if d.ci_low is None else [d.ci_low, d.ci_high],
+                "p": d.p,
+                "p_holm": d.p_holm,
                 "significant": d.significant,
                 "improvement": d.improvement,
+                "method": d.method,
+                "n_paired": d.n,
+                "discordant": None if d.discordant is None else list(d.discordant),
+                "unpaired_reason": d.note or None,
             }
     return out
+
+
+def run_samples(run_dir: Path, stages: list[str]) -> Samples:
+    """Per-item records of every stage's evaluation in a pipeline run (``eval/<stage>/samples/``)."""
+    from alignment.evaluation.paired import load_samples
+
+    return {stage: load_samples(run_dir / "eval" / stage) for stage in stages}
 
 
 def build_report(
@@ -83,15 +97,17 @@ def build_report(
     stage_records: dict[str, dict[str, Any] | None],
     provenance: dict[str, Any],
     config: ReportConfig | None = None,
+    samples: Samples | None = None,
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Assemble the report content and its figures (PNG bytes); nothing is written.
 
     ``stage_results`` is ordered: the first stage is the base every other stage is compared with.
+    ``samples`` (stage -> suite -> per-item records) lets changes be paired item by item.
     """
     config = config or ReportConfig()
     stages = list(stage_results)
     base = stages[0]
-    rows = comparison_rows(stage_results, config)
+    rows = comparison_rows(stage_results, config, samples)
     verdicts = {s: dataclasses.asdict(verdict(s, rows, base)) for s in stages[1:]}
     first = next(iter(stage_results.values()))
     backends = {}
@@ -111,6 +127,15 @@ def build_report(
         "seed": first.get("seed"),
         "split": first.get("split"),
         "config": dataclasses.asdict(config),
+        "statistics": {
+            "alpha": ALPHA,
+            "ci_level": 0.95,
+            "resamples": config.resamples,
+            "bootstrap_seed": first.get("seed"),
+            "paired": "same items in base and stage, matched by item id; McNemar exact for proportions of "
+            "0/1 outcomes, else a paired (cluster) bootstrap",
+            "multiplicity": "Holm across each stage's bias measures; retention measures a second family",
+        },
         "rows": [_row_json(r, stages, base) for r in rows],
         "verdicts": verdicts,
         "training": {s: _training_info(stage_records.get(s)) for s in stages},
@@ -145,10 +170,17 @@ def write_report(
     stage_records: dict[str, dict[str, Any] | None],
     provenance: dict[str, Any],
     config: ReportConfig | None = None,
+    samples: Samples | None = None,
 ) -> dict[str, Any]:
-    """Build the report; write ``metrics.json``, ``report.md`` (+ ``report_files/``) and ``report.html``."""
+    """Build the report; write ``metrics.json``, ``report.md`` (+ ``report_files/``) and ``report.html``.
+
+    Without ``samples``, each stage's per-item records are read from ``run_dir/eval/<stage>/samples/``
+    (where the pipeline's evaluations write them).
+    """
     run_dir = Path(run_dir)
-    report, figures = build_report(name, stage_results, stage_records, provenance, config)
+    if samples is None:
+        samples = run_samples(run_dir, list(stage_results))
+    report, figures = build_report(name, stage_results, stage_records, provenance, config, samples)
     images = {}
     for figure, png in figures.items():
         atomic_write_bytes(run_dir / "report_files" / f"{figure}.png", png)

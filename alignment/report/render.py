@@ -6,7 +6,7 @@ import base64
 import html
 from typing import Any
 
-from alignment.report.compare import MetricRow, delta
+from alignment.report.compare import MetricRow
 
 
 def fmt(value: float | None) -> str:
@@ -26,8 +26,19 @@ def goal_text(row: MetricRow) -> str:
     return f"→ {fmt(row.goal)}"
 
 
+def fmt_p(p: float | None) -> str:
+    """A p-value in three digits, ``<0.001`` below that.
+
+    >>> fmt_p(0.04321), fmt_p(0.0002), fmt_p(1.0), fmt_p(None)
+    ('0.0432', '<0.001', '1', '–')
+    """
+    if p is None:
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3g}"
+
+
 def cell_text(row: MetricRow, stage: str, base: str = "base") -> tuple[str, str]:
-    """``("55.0 [53.0, 57.0] Δ−5.0*", tone)``; ``*`` marks a delta whose 95% CI excludes zero.
+    """``("55.0 [53.0, 57.0] Δ−5.0*", tone)``; ``*`` marks a change significant after Holm's correction.
 
     ``tone`` is ``better``/``worse`` for significant deltas (toward/away from the goal), else ``""``.
     """
@@ -37,9 +48,9 @@ def cell_text(row: MetricRow, stage: str, base: str = "base") -> tuple[str, str]
     text = fmt(cell.value)
     if cell.ci_low is not None:
         text += f" [{fmt(cell.ci_low)}, {fmt(cell.ci_high)}]"
-    if stage == base or base not in row.cells:
+    d = row.deltas.get(stage)
+    if stage == base or d is None:
         return text, ""
-    d = delta(cell, row.cells[base], row.goal)
     tone = ("better" if d.improvement > 0 else "worse") if d.significant else ""
     return f"{text} Δ{d.value:+.3g}{'*' if d.significant else ''}", tone
 
@@ -51,6 +62,37 @@ def markdown_table(rows: list[MetricRow], stages: list[str]) -> str:
         cells = [cell_text(row, s)[0] for s in stages]
         lines.append(f"| {row.key} | {row.kind} | {goal_text(row)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def changes_table(rows: list[MetricRow], stages: list[str]) -> str:
+    """Every stage's change from base: Δ, its 95% CI, raw and Holm-adjusted p, the test and paired items."""
+    lines = [
+        "| stage | metric | Δ | 95% CI of Δ | p | Holm p | test | items |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for stage in stages:
+        for row in rows:
+            d = row.deltas.get(stage)
+            if d is None:
+                continue
+            ci = "–" if d.ci_low is None else f"[{d.ci_low:+.3g}, {d.ci_high:+.3g}]"
+            test = d.test + (f", {d.discordant[0]}→0 / {d.discordant[1]}→1" if d.discordant else "")
+            lines.append(
+                f"| {stage} | {row.key} | {d.value:+.3g}{'*' if d.significant else ''} | {ci} | "
+                f"{fmt_p(d.p)} | {fmt_p(d.p_holm)} | {test.replace('|', '/')} | {d.n or '–'} |"
+            )
+    return "\n".join(lines)
+
+
+STATISTICS_NOTE = (
+    "Each cell: value [95% CI]; Δ = change from base, `*` when significant at 5% after Holm's correction "
+    "across the stage's bias measures (retention measures are a second family). Base and stage are scored "
+    "on the same items with the same seed, so each change is paired item by item: an exact McNemar test "
+    "for a proportion of yes/no outcomes (CrowS-Pairs decisions, correct answers), a paired bootstrap "
+    "otherwise (StereoSet resamples whole target terms); the changes table names each change's test, and "
+    "`independent CIs` (with the reason) marks one that could not be paired. Bias rows first, then "
+    "retention rows."
+)
 
 
 def rich_table(rows: list[MetricRow], stages: list[str], title: str):
@@ -86,15 +128,10 @@ def markdown_report(report: dict[str, Any], images: dict[str, str]) -> str:
     )
     parts += ["", "## Verdicts", ""]
     parts += [f"- **{stage}**: {v['text']}" for stage, v in report["verdicts"].items()]
-    parts += [
-        "",
-        "## Results",
-        "",
-        "Each cell: value [95% CI]; Δ = change from base, `*` when the 95% CI of the change excludes zero "
-        "(normal approximation from the two CIs). Bias rows first, then retention rows.",
-        "",
-    ]
+    parts += ["", "## Results", "", STATISTICS_NOTE, ""]
     parts.append(markdown_table(rows, stages))
+    parts += ["", "### Changes from base", "", "p: raw; 1→0 / 0→1: items whose outcome flipped.", ""]
+    parts.append(changes_table(rows, stages))
     for name, title in FIGURES:
         if name in images:
             parts += ["", f"### {title}", "", f"![{title}]({images[name]})"]
@@ -182,9 +219,8 @@ def html_report(report: dict[str, Any], pngs: dict[str, bytes]) -> str:
     )
     out += [f"<li><b>{esc(s)}</b>: {esc(v['text'])}</li>" for s, v in report["verdicts"].items()]
     out.append(
-        "</ul><h2>Results</h2><p>Each cell: value [95% CI]; Δ = change from base, * when the 95% CI of "
-        "the change excludes zero; green = significantly closer to the goal, red = significantly "
-        "further.</p><table><tr><th>metric</th><th>kind</th><th>goal</th>"
+        f"</ul><h2>Results</h2><p>{esc(STATISTICS_NOTE.replace('`', ''))} Green = significantly closer to "
+        "the goal, red = significantly further.</p><table><tr><th>metric</th><th>kind</th><th>goal</th>"
     )
     out += [f"<th>{esc(s)}</th>" for s in stages]
     out.append("</tr>")
@@ -194,7 +230,7 @@ def html_report(report: dict[str, Any], pngs: dict[str, bytes]) -> str:
             text, tone = cell_text(row, stage)
             out.append(f"<td class='{tone}'>{esc(text)}</td>")
         out.append("</tr>")
-    out.append("</table>")
+    out.append("</table><h3>Changes from base</h3>" + _md_table_to_html(changes_table(rows, stages)))
     for name, title in FIGURES:
         if name in pngs:
             data = base64.b64encode(pngs[name]).decode("ascii")

@@ -1,11 +1,22 @@
-"""From per-stage ``results.json`` files to comparison rows (bias suites first, then retention)."""
+"""From per-stage ``results.json`` files and per-item samples to comparison rows (bias suites first, then
+retention) with each stage's change from base."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from alignment.report.compare import Cell, MetricRow, goal_of
+from alignment.report.compare import (
+    Cell,
+    Delta,
+    MetricRow,
+    adjust,
+    goal_of,
+    independent_delta,
+    paired_delta,
+)
+
+Samples = dict[str, dict[str, list[dict[str, Any]]]]  # stage -> suite -> per-item records
 
 
 @dataclass
@@ -31,6 +42,13 @@ class ReportConfig:
         default_factory=lambda: ["stereoset/lms"],
         metadata={"help": "rows of bias suites that measure retention rather than bias"},
     )
+    resamples: int = field(
+        default=2000,
+        metadata={
+            "help": "paired bootstrap draws per change from base (the smallest bootstrap p-value is "
+            "2/(resamples+1))"
+        },
+    )
 
 
 def _kind(row: dict[str, Any], suite_kind: str, config: ReportConfig) -> str:
@@ -42,10 +60,14 @@ def _cell(row: dict[str, Any]) -> Cell:
     return Cell(value=row["value"], ci_low=low, ci_high=high, n=row.get("n"))
 
 
-def comparison_rows(stage_results: dict[str, dict[str, Any]], config: ReportConfig) -> list[MetricRow]:
-    """Headline rows of every stage's results, merged by suite/metric, bias rows before retention rows.
+def comparison_rows(
+    stage_results: dict[str, dict[str, Any]], config: ReportConfig, samples: Samples | None = None
+) -> list[MetricRow]:
+    """Headline rows of every stage's results, merged by suite/metric, bias rows before retention rows,
+    each with every stage's change from the first stage (the base).
 
-    ``stage_results`` maps stage name (in display order, base first) to its ``results.json`` content.
+    ``stage_results`` maps stage name (in display order, base first) to its ``results.json`` content;
+    ``samples`` maps stage name to its per-item records by suite, for paired changes.
     """
     from alignment.evaluation.registry import load_suites
 
@@ -68,7 +90,53 @@ def comparison_rows(stage_results: dict[str, dict[str, Any]], config: ReportConf
                 )
             rows[key].cells[stage] = _cell(raw)
     order = {"bias": 0, "retention": 1}
-    return sorted(rows.values(), key=lambda r: order[r.kind])  # stable: keeps suite order within a kind
+    ordered = sorted(rows.values(), key=lambda r: order[r.kind])  # stable: keeps suite order within a kind
+    stages = list(stage_results)
+    for stage in stages[1:]:
+        for row in ordered:
+            if stage in row.cells and stages[0] in row.cells:
+                row.deltas[stage] = row_delta(row, stage, stages[0], stage_results, samples or {}, config)
+        adjust(ordered, stage)
+    return ordered
+
+
+def row_delta(
+    row: MetricRow,
+    stage: str,
+    base: str,
+    stage_results: dict[str, dict[str, Any]],
+    samples: Samples,
+    config: ReportConfig,
+) -> Delta:
+    """The stage's change from base on one row: paired on the items both were scored on when their
+    samples allow it, else from the two intervals with the reason in ``note``."""
+    from alignment.evaluation.paired import Side, Unpaired, compare_metric
+    from alignment.evaluation.registry import load_suites
+
+    cell, base_cell = row.cells[stage], row.cells[base]
+    spec = load_suites().get(row.suite)
+    info = spec.metrics.get(row.metric) if spec else None
+    if info is None or info.paired is None:
+        return replace(independent_delta(cell, base_cell, row.goal), note="the suite defines no paired form")
+
+    def side(name: str) -> Side:
+        options = (stage_results[name]["suites"].get(row.suite) or {}).get("options") or {}
+        records = samples.get(name, {}).get(row.suite) or []
+        return Side(records, options, row.cells[name].value)
+
+    try:
+        estimate = compare_metric(
+            spec.module,
+            row.metric,
+            info.paired,
+            side(base),
+            side(stage),
+            seed=int(stage_results[base].get("seed") or 0),
+            resamples=config.resamples,
+        )
+    except Unpaired as reason:
+        return replace(independent_delta(cell, base_cell, row.goal), note=str(reason))
+    return paired_delta(estimate, cell, base_cell, row.goal)
 
 
 def breakdown(
