@@ -157,6 +157,13 @@ class LoglikEngine:
             )
         return int(value)
 
+    def prefix_info(self) -> dict[str, Any]:
+        """The token an empty context is conditioned on, by text and id (for the results file)."""
+        return {
+            "prefix_token": self.tokenizer.convert_ids_to_tokens(self.prefix_id),
+            "prefix_token_id": self.prefix_id,
+        }
+
     def _tokenizer_adds_bos(self) -> bool:
         bos = self.tokenizer.bos_token_id
         if bos is None:

@@ -1,4 +1,8 @@
-"""CrowS-Pairs: share of minimal pairs where the model prefers the more stereotypical sentence."""
+"""CrowS-Pairs: share of minimal pairs where the model prefers the more stereotypical sentence.
+
+Each sentence is scored whole with an empty context, i.e. conditioned on the engine's prefix token (the
+tokenizer's BOS, else EOS: lm-evaluation-harness's rule); the token used goes into the suite's info.
+"""
 
 from __future__ import annotations
 
@@ -51,4 +55,4 @@ def run(ctx: SuiteContext) -> SuiteOutput:
         }
         for p, m, s, x in zip(pairs, more, less, stereotyped, strict=True)
     ]
-    return SuiteOutput(metrics, samples)
+    return SuiteOutput(metrics, samples, ctx.engine.prefix_info())

@@ -55,8 +55,8 @@ def load_hellaswag(path: Path) -> list[HellaSwagItem]:
                 rec = json.loads(line)
                 endings = tuple(rec["endings"])
                 label = int(rec["label"])
-                if len(endings) != 4 or label not in range(4):
-                    raise ValueError("needs 4 endings and a label 0-3")
+                if len(endings) != 4 or label not in range(4) or not all(endings):
+                    raise ValueError("needs 4 non-empty endings and a label 0-3")
                 items.append(
                     HellaSwagItem(
                         str(rec.get("ind", row)), rec.get("activity_label", ""), rec["ctx"], endings, label
@@ -75,6 +75,8 @@ def load_hellaswag(path: Path) -> list[HellaSwagItem]:
             raise SafealignError(f"{where(path, start + 2)}: gold label {label!r} is not 0-3")
         if not sep:
             activity, context = "", head
+        if not all(e.strip() for e in endings):
+            raise SafealignError(f"{where(path, start + 3)}: an ending is empty")
         items.append(
             HellaSwagItem(
                 str(start // 6),
@@ -87,6 +89,25 @@ def load_hellaswag(path: Path) -> list[HellaSwagItem]:
     return items
 
 
+def pick(scores: list[float]) -> int:
+    """Index of the highest score; the first one on a tie.
+
+    >>> pick([-3.0, -1.0, -1.0, -2.0])
+    1
+    """
+    return max(range(len(scores)), key=scores.__getitem__)
+
+
+def per_character(lls: list[float], endings: tuple[str, ...]) -> list[float]:
+    """Each log-likelihood divided by its ending's length in characters: the ending as written, without
+    the space the request puts before it (lm-evaluation-harness's ``acc_norm``).
+
+    >>> per_character([-6.0, -6.0], ("ab", "abcd"))
+    [-3.0, -1.5]
+    """
+    return [ll / len(ending) for ll, ending in zip(lls, endings, strict=True)]
+
+
 def run(ctx: SuiteContext) -> SuiteOutput:
     items = load_hellaswag(ctx.data_file(RELATIVE))
     items = ctx.select(items, key=lambda it: it.id)
@@ -95,9 +116,8 @@ def run(ctx: SuiteContext) -> SuiteOutput:
     acc, acc_norm, samples = [], [], []
     for i, it in enumerate(items):
         lls = [scored[4 * i + j].logprob for j in range(4)]
-        norm = [ll / len(" " + e) for ll, e in zip(lls, it.endings, strict=True)]
-        acc.append(float(max(range(4), key=lambda j: lls[j]) == it.label))
-        acc_norm.append(float(max(range(4), key=lambda j: norm[j]) == it.label))
+        acc.append(float(pick(lls) == it.label))
+        acc_norm.append(float(pick(per_character(lls, it.endings)) == it.label))
         samples.append(
             {"id": it.id, "label": it.label, "logprobs": lls, "acc": acc[-1], "acc_norm": acc_norm[-1]}
         )

@@ -33,7 +33,7 @@ def run(ctx: SuiteContext) -> SuiteOutput:
     return SuiteOutput(
         [Metric("perplexity", ppl), Metric("nll_per_token", per_token)],
         samples,
-        {"tokens": int(tokens.sum())},
+        {"tokens": int(tokens.sum()), **ctx.engine.prefix_info()},
     )
 
 

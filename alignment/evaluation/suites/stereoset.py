@@ -124,7 +124,9 @@ def run(ctx: SuiteContext) -> SuiteOutput:
             )
             # n counts examples; the interval resamples target terms
             metrics.append(Metric(name, replace(estimate, n=len(picked)), group))
-    return SuiteOutput(metrics, samples, {"n_terms": len({it.target for it in items})})
+    return SuiteOutput(
+        metrics, samples, {"n_terms": len({it.target for it in items}), **ctx.engine.prefix_info()}
+    )
 
 
 def paired_scores(
