@@ -24,6 +24,7 @@ COMMANDS = (
     "alignment.cli.pipeline_cmd",
     "alignment.cli.reward_cmd",
     "alignment.cli.eval_cmd",
+    "alignment.cli.export_cmd",
 )
 
 DESCRIPTION = """\
