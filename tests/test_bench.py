@@ -93,6 +93,19 @@ def test_memory_measure_reads_the_child_peak_rss(tmp_path):
     assert failed["returncode"] == 3
 
 
+def test_tree_memory_adds_up_processes_alive_together(tmp_path):
+    from bench.tree_memory import main
+
+    hold = "import time; b = bytearray({} * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(1.5)"
+    both = f"import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', {hold.format(300)!r}]); "
+    both += f"exec({hold.format(200)!r}); p.wait()"
+    out = tmp_path / "tree.json"
+    assert main(["--out", str(out), "--interval", "0.1", "--", sys.executable, "-c", both]) == 0
+    record = json.loads(out.read_text())
+    assert 500 < record["peak_tree_rss_mb"] < 700  # 300 + 200 MiB held at once, plus two interpreters
+    assert max(record["peak_rss_by_process_mb"].values()) < 400  # no single process held both
+
+
 def test_stage_benchmark_on_the_tiny_model(tiny_model, tmp_path, capsys):
     import torch
 
