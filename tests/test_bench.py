@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from alignment import benchmark
@@ -130,3 +131,34 @@ def test_stage_benchmark_on_the_tiny_model(tiny_model, tmp_path, capsys):
     assert all(r > 0 for r in record["ratios"].values())
     assert record["params"]["batch_size"] == 2 and record["n"] == 2
     assert "sft/ours" in capsys.readouterr().out
+
+
+def test_mcnemar_sample_size_gives_the_stated_power():
+    """Simulated paired 0/1 outcomes at the size the formula asks for are detected about 80% of the time
+    by the exact McNemar test (scipy's binomial test on the discordant items)."""
+    from scipy.stats import binomtest
+
+    from bench.eval_power import mcnemar_n
+
+    discordance, change = 0.10, 0.05
+    n = mcnemar_n(discordance, change)
+    rng = np.random.default_rng(0)
+    probabilities = [(discordance - change) / 2, (discordance + change) / 2, 1 - discordance]
+    hits = 0
+    for _ in range(400):
+        down, up, _same = rng.multinomial(n, probabilities)
+        hits += binomtest(int(up), int(down + up), 0.5).pvalue < 0.05
+    assert 0.72 < hits / 400 < 0.88
+
+
+def test_eval_power_counts_flips_between_two_evaluations(tmp_path):
+    from bench.eval_power import power_table
+
+    base = [{"id": i, "acc_norm": i % 2} for i in range(200)]  # 100 right
+    stage = [{"id": i, "acc_norm": (i % 2) if i >= 20 else 1} for i in range(200)]  # 10 wrong -> right
+    for folder, records in (("base", base), ("stage", stage)):
+        (tmp_path / folder / "samples").mkdir(parents=True)
+        lines = "".join(json.dumps(r) + "\n" for r in records)
+        (tmp_path / folder / "samples" / "hellaswag.jsonl").write_text(lines)
+    row = power_table(tmp_path / "base", tmp_path / "stage", 1.5)["metrics"]["hellaswag/acc_norm"]
+    assert (row["n"], row["flips_down"], row["flips_up"], row["discordance"]) == (200, 0, 10, 0.05)
