@@ -73,12 +73,15 @@ def sample(
     batch_size: int = 32,
     add_special_tokens: bool = True,
     progress: Callable[[int], None] | None = None,
+    decoding: Any | None = None,
 ) -> list[list[str]]:
     """``num_samples`` continuations of each prompt (special tokens removed, text not stripped).
 
     ``add_special_tokens``: True for raw text (the tokenizer adds its BOS, if any), False for prompts
     already rendered with a chat template. ``batch_size`` counts generated sequences (prompts x
-    samples) per ``generate`` call.
+    samples x decoding copies) per ``generate`` call. ``decoding`` replaces the decoding rule: it copies
+    each prompt row (``width``, ``expand``) and gives a logits processor that picks every token
+    (``processor``), as :class:`alignment.evaluation.baselines.SelfDebiasDecoding` does.
     """
     if num_samples < 1 or max_new_tokens < 1:
         raise SafealignError("num_samples and max_new_tokens must be at least 1")
@@ -91,22 +94,32 @@ def sample(
     device = next(model.parameters()).device
     encoded = tokenizer(prompts, add_special_tokens=add_special_tokens)["input_ids"]
     order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), i), reverse=True)
-    per_batch = max(1, batch_size // num_samples)
+    width = decoding.width if decoding is not None else 1
+    per_batch = max(1, batch_size // (num_samples * width))
     pad_id = pad_token_id(tokenizer)
     results: list[list[str]] = [[] for _ in prompts]
     for number, start in enumerate(range(0, len(order), per_batch)):
         chosen = order[start : start + per_batch]
-        ids, mask = pad_left([encoded[i] for i in chosen], pad_id)
+        rows = [encoded[i] for i in chosen]
+        options = {**decoding_options(temperature, top_p), "num_return_sequences": num_samples}
+        if decoding is not None:  # it picks every token itself: one greedy row per sample and copy
+            repeated = [row for row in rows for _ in range(num_samples)]
+            rows = decoding.expand(repeated, after_start=add_special_tokens)
+            options = {
+                **decoding_options(0, top_p),
+                "logits_processor": [decoding.processor(temperature, top_p)],
+            }
+        ids, mask = pad_left(rows, pad_id)
         torch.manual_seed(seed * 1_000_003 + number)
         output = model.generate(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
             max_new_tokens=max_new_tokens,
-            num_return_sequences=num_samples,
             pad_token_id=pad_id,
-            **decoding_options(temperature, top_p),
+            **options,
         )
-        texts = tokenizer.batch_decode(output[:, ids.shape[1] :], skip_special_tokens=True)
+        plain = output[: len(chosen) * num_samples, ids.shape[1] :]  # the copies follow the plain rows
+        texts = tokenizer.batch_decode(plain, skip_special_tokens=True)
         for row, i in enumerate(chosen):
             results[i] = texts[row * num_samples : (row + 1) * num_samples]
         if progress:

@@ -63,6 +63,13 @@ class EvalConfig:
         default=None,
         metadata=_help("folder of a trained stereotype classifier (default: the reward module's default)"),
     )
+    baseline: str | None = field(
+        default=None,
+        metadata=_help(
+            "evaluate the model as a training-free baseline: prompted (a debiasing instruction) or "
+            "self_debias (Schick et al. 2021 decoding); see docs/metrics.md"
+        ),
+    )
 
     def __post_init__(self) -> None:
         self.check()
@@ -71,6 +78,10 @@ class EvalConfig:
         """Reject values no evaluation can use, naming the setting by its flag."""
         from alignment.evaluation.context import SPLIT_MODES
 
+        if self.baseline is not None:
+            from alignment.evaluation.baselines import get_baseline
+
+            get_baseline(self.baseline)
         if self.split not in SPLIT_MODES:
             raise SafealignError(f"--split must be one of {', '.join(SPLIT_MODES)}, got {self.split!r}")
         if self.limit is not None and self.limit < 1:

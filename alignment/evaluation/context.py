@@ -102,6 +102,7 @@ class SuiteContext:
     backends: dict[str, Any] = field(default_factory=dict)
     split_used: str = "all"
     n_available: int | None = None
+    baseline: Any = None  # an alignment.evaluation.baselines.Baseline, or None for the model as it is
 
     # -- data ---------------------------------------------------------------------------------------
 
@@ -195,6 +196,8 @@ class SuiteContext:
         ``chat`` of user messages (after an optional ``system`` message) rendered with the model's chat
         template; a tokenizer without one gets the system and user texts joined by a blank line."""
         templated = chat and bool(getattr(self.tokenizer, "chat_template", None))
+        if self.baseline is not None:
+            prompts, system = self.baseline.frame(prompts, system, templated)
         if templated:
             prompts = [format_prompt(self.tokenizer, p, system, chat=True) for p in prompts]
         elif chat and system:
@@ -207,6 +210,7 @@ class SuiteContext:
             "seed": self.seed,
             "batch_size": self.generation_batch_size,
             "chat_template": templated,
+            "baseline": self.baseline.name if self.baseline is not None else None,
         }
         return sample(
             self.model,
@@ -220,6 +224,7 @@ class SuiteContext:
             batch_size=self.generation_batch_size,
             add_special_tokens=not templated,
             progress=self.tracker(description, len(prompts)),
+            decoding=self.baseline.decoding(self.tokenizer) if self.baseline is not None else None,
         )
 
     # -- statistics ---------------------------------------------------------------------------------

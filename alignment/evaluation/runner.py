@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from alignment.errors import SafealignError
+from alignment.evaluation.baselines import get_baseline
 from alignment.evaluation.config import EvalConfig
 from alignment.evaluation.context import Services, SuiteContext, stereotype_classifier_path
 from alignment.evaluation.engine import LoglikEngine
@@ -110,6 +111,7 @@ def _suite_key(plan: Plan, name: str, preset_options: dict[str, Any], limit: int
                 _files_fingerprint(base),
             ],
             "base_model": services.base_spec,
+            "baseline": config.baseline,
             "scorers": [services.toxicity_spec, services.stereotype_path, services.device, services.dtype],
             "preset": plan.preset.name,
             "options": preset_options,
@@ -247,7 +249,8 @@ def execute(
     if services.base_spec == model_spec:
         services._cache["base"] = (model, tokenizer)  # KL to itself: no second copy
     torch.manual_seed(seed)
-    engine = LoglikEngine(
+    baseline = get_baseline(config.baseline)
+    engine = (baseline.engine if baseline is not None else LoglikEngine)(
         model,
         tokenizer,
         batch_size=config.batch_size,
@@ -290,6 +293,7 @@ def execute(
                 options=chosen.suite_options(name),
                 generation_batch_size=config.generation_batch_size,
                 progress=tracker,
+                baseline=baseline,
             )
             before = dict(engine.stats)
             t0, c0 = time.perf_counter(), time.process_time()
@@ -340,6 +344,7 @@ def execute(
         "safealign_version": __version__,
         "model": _model_info(model_spec) if loaded is None else {"spec": model_spec},
         "base_model": {"spec": base_model} if base_model else None,
+        "baseline": baseline.info() if baseline is not None else None,
         "preset": chosen.name,
         "seed": seed,
         "limit": limit,
