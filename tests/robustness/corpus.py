@@ -911,6 +911,19 @@ PIPELINE_CASES = [
         {"folder/notes.txt": "x"},
     ),
     Case("models-prepare-unknown", ("models", "prepare", "smollm3"), ("unknown model alias", "smollm3")),
+    Case("export-missing-run", ("export", "{tmp}/absent", "--out", "{tmp}/out"), ("absent", "no such run")),
+    Case(
+        "export-not-a-pipeline-run",
+        ("export", "{tmp}/folder", "--out", "{tmp}/out"),
+        ("manifest.json", "no manifest"),
+        {"folder/notes.txt": "x"},
+    ),
+    Case(
+        "export-unfinished-run",
+        ("export", "{tmp}/run", "--out", "{tmp}/out"),
+        ("run", "'running', not completed"),
+        {"run/manifest.json": json.dumps({**json.loads(REPORT_MANIFEST), "status": "running"})},
+    ),
 ]
 
 ALL_CASES = DATA_CASES + REWARD_CASES + EVAL_CASES + TRAIN_CASES + PIPELINE_CASES
