@@ -194,3 +194,18 @@ def test_leakage_audit_covers_the_rewrite_suite(setup, tiny_model, tmp_path):
     assert audit["suites"]["rewrite"]["items"] > 0 and audit["passed"]
     evaluate(tiny_model, ["rewrite"], preset="full", split="all", loaded=setup, out_dir=tmp_path / "all")
     assert leakage_audit([built], tmp_path / "all")["suites"]["rewrite"]["overlapping_items"] > 0
+
+
+@pytest.mark.parametrize("baseline", ["prompted", "self_debias"])
+def test_baselines_rewrite_the_same_items(setup, tiny_model, tmp_path, baseline):
+    """A baseline is scored on exactly the items of the plain model, so the two pair item by item."""
+    _, plain = run_suite(setup, tiny_model, tmp_path / "plain")
+    evaluate(
+        tiny_model, ["rewrite"], preset="full", loaded=setup, out_dir=tmp_path / baseline, baseline=baseline
+    )
+    results = json.loads((tmp_path / baseline / "results.json").read_text())
+    records = [
+        json.loads(x) for x in (tmp_path / baseline / "samples" / "rewrite.jsonl").read_text().splitlines()
+    ]
+    assert [r["id"] for r in records] == [r["id"] for r in plain]
+    assert results["suites"]["rewrite"]["backends"]["generation"]["baseline"] == baseline
