@@ -14,7 +14,7 @@ def cache_dir() -> Path:
 
 
 def data_dir(required: bool = False) -> Path | None:
-    """The benchmark data folder from ``SAFEALIGN_DATA_DIR`` (see DESIGN.md for its layout).
+    """The benchmark data folder from ``SAFEALIGN_DATA_DIR`` (layout: docs/architecture.md, "Data").
 
     Returns None when the variable is unset; raises when ``required`` and it is unset or missing.
     """

@@ -116,13 +116,6 @@ class SuiteContext:
             self.data_files[relative] = sha256_file(path)
         return path
 
-    def record_file(self, relative: str, path: Path) -> None:
-        """Record a data file read by a loader we do not control (its sha256 goes into the results)."""
-        from alignment.io import sha256_file
-
-        if path.is_file() and relative not in self.data_files:
-            self.data_files[relative] = sha256_file(path)
-
     def select(
         self,
         items: Sequence[T],

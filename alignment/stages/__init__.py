@@ -1,7 +1,8 @@
-"""Training stages on TRL: supervised fine-tuning (``sft``) and preference optimisation (``dpo``).
+"""Training stages: supervised fine-tuning (``sft``), preference optimisation (``dpo``) and online RL
+(``ppo``, our own trainer; ``grpo`` and ``rloo`` on TRL).
 
-Each stage reads a config dataclass (from a YAML recipe and flags), trains with TRL's trainer, and
-writes one run directory::
+Each stage reads a config dataclass (from a YAML recipe and flags), trains, and writes one run
+directory::
 
     <out_dir>/
       stage.json      config, config hash, metrics, loss curves, wall time, peak memory, status

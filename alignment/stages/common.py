@@ -37,7 +37,7 @@ def _help(text: str, **extra: Any) -> dict[str, Any]:
 
 @dataclass
 class StageConfig:
-    """Settings shared by the SFT and DPO stages (each stage adds its own)."""
+    """Settings shared by every training stage, SFT, DPO, PPO, GRPO and RLOO (each adds its own)."""
 
     model: str = field(
         default="smollm2-135m-instruct",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -193,10 +193,6 @@ def render_with_chat_template(examples: list[Example], model_spec: str, columns:
             example.columns[column] = full[len(rendered_prompt) :]
         example.columns["prompt"] = rendered_prompt
     return getattr(tokenizer, "name_or_path", model_spec)
-
-
-def count_values(examples: Iterable[Example], column: str) -> dict[str, int]:
-    return dict(sorted(Counter(str(e.columns.get(column)) for e in examples).items()))
 
 
 def to_jsonl(rows: list[dict[str, Any]]) -> str:
