@@ -1,8 +1,9 @@
 """How many items a paired comparison needs: ``python -m bench.eval_power BASE_EVAL STAGE_EVAL``.
 
-For every headline metric of the two evaluations (``safealign eval`` output folders scored on the same
-items) this measures how the items moved between the models and the sample size that detects a change
-of ``--delta`` points with a two-sided 5% test and 80% power:
+For every headline metric of the two evaluations (``safealign eval`` output folders; items scored by
+both are compared, so one may use a larger limit, which picks a superset) this measures how the items
+moved between the models and the sample size that detects a change of ``--delta`` points with a
+two-sided 5% test and 80% power:
 
 * a proportion of 0/1 outcomes (McNemar): with discordance rate ``pd`` (share of items whose outcome
   differs between the models) and a change ``d`` (as a fraction), Connor's (1987) approximation
@@ -82,6 +83,9 @@ def metric_power(
     if field is None:
         return None
     try:
+        common = {str(r[form.key]) for r in base} & {str(r[form.key]) for r in stage}
+        base = [r for r in base if str(r[form.key]) in common]  # a larger limit picks a superset
+        stage = [r for r in stage if str(r[form.key]) in common]
         base, stage = match_items(base, stage, form.key)
         a, b = field_values(base, field), field_values(stage, field)
     except Unpaired:
