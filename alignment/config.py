@@ -25,24 +25,98 @@ from alignment.errors import SafealignError
 T = TypeVar("T")
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Load a YAML mapping, with one clear error for a missing file, bad YAML or a non-mapping."""
-    path = Path(path)
+# A recipe is a few hundred values; more than this many after expanding aliases is an alias bomb.
+MAX_YAML_NODES = 100_000
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key that appears twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: the base class names that problem
+            if first is not None:
+                problem = f"duplicate key {key!r}, first on line {first + 1}"
+                raise yaml.constructor.ConstructorError(None, None, problem, key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node: yaml.Node, source: str) -> int:
+    """How many nodes ``node`` stands for once every alias is expanded; refuses recursive aliases and
+    documents that expand past :data:`MAX_YAML_NODES` (an alias bomb would take hours to build)."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(current: yaml.Node) -> int:
+        key = id(current)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise SafealignError(f"{source}: invalid YAML (an alias refers to the node that contains it)")
+        active.add(key)
+        children: list[yaml.Node] = []
+        if isinstance(current, yaml.SequenceNode):
+            children = list(current.value)
+        elif isinstance(current, yaml.MappingNode):
+            children = [n for pair in current.value for n in pair]
+        total = 1 + sum(size(child) for child in children)
+        active.discard(key)
+        if total > MAX_YAML_NODES:
+            raise SafealignError(
+                f"{source}: invalid YAML (aliases expand to more than {MAX_YAML_NODES:,} values)"
+            )
+        sizes[key] = total
+        return total
+
+    return size(node)
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse one YAML document safely: no duplicate keys, no recursive or exploding aliases; every problem
+    is one :class:`SafealignError` naming ``source`` (and the line).
+
+    >>> parse_yaml("a: 1\\nb: [x, y]", "recipe.yaml")
+    {'a': 1, 'b': ['x', 'y']}
+    >>> parse_yaml("a: 1\\na: 2", "recipe.yaml")
+    Traceback (most recent call last):
+    ...
+    alignment.errors.SafealignError: recipe.yaml, line 2: invalid YAML (duplicate key 'a', first on line 1)
+    """
+    loader = _StrictLoader(text)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise SafealignError(f"{path}: config file not found") from exc
-    except UnicodeDecodeError as exc:
-        raise SafealignError(f"{path}: config file is not UTF-8 text (byte {exc.start})") from exc
-    try:
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, source)
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f", line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SafealignError(f"{path}{line}: invalid YAML ({problem})") from exc
+        raise SafealignError(f"{source}{line}: invalid YAML ({problem})") from exc
+    except RecursionError as exc:
+        raise SafealignError(f"{source}: invalid YAML (nested too deeply)") from exc
+    finally:
+        loader.dispose()
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Load a YAML mapping, with one clear error for a missing, unreadable, non-regular or empty file, bad
+    YAML or a non-mapping."""
+    from alignment.io import read_text_file
+
+    path = Path(path)
+    data = parse_yaml(read_text_file(path, "config file"), str(path))
     if data is None:
-        return {}
+        raise SafealignError(f"{path}: the config file is empty; write at least one key")
     if not isinstance(data, dict):
         raise SafealignError(
             f"{path}: a config file must be a mapping of keys to values, not {type(data).__name__}"
@@ -185,8 +259,14 @@ def parse_config(
     if not isinstance(dataclass_types, tuple):
         dataclass_types = (dataclass_types,)
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config")
+    pre.add_argument("--config", action="append")
     known, rest = pre.parse_known_args(args)
+    if known.config and len(known.config) > 1:
+        raise SafealignError(
+            f"--config given {len(known.config)} times ({', '.join(known.config)}): pass one recipe and "
+            "override single keys with flags"
+        )
+    known.config = known.config[0] if known.config else None
     yaml_values = {}
     if known.config:
         yaml_values = check_keys(load_yaml(known.config), dataclass_types, str(known.config))
