@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -78,6 +79,18 @@ def read_regular_file(path: str | os.PathLike, what: str = "file") -> bytes:
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+def file_lines(text: str, keepends: bool = False) -> list[str]:
+    """The lines of a text file's content as a file reader sees them: split at ``\\n``, ``\\r\\n`` or
+    ``\\r`` only, never at the Unicode separators (U+2028, U+2029, U+0085, form feed) that
+    ``str.splitlines`` also splits at, which are valid characters inside a JSONL or CSV text.
+
+    >>> file_lines('{"t": "a\\u2028b"}\\r\\n{"t": "c"}\\n')
+    ['{"t": "a\\u2028b"}', '{"t": "c"}']
+    """
+    lines = list(io.StringIO(text, newline=""))
+    return lines if keepends else [line.rstrip("\r\n") for line in lines]
 
 
 def read_text_file(path: str | os.PathLike, what: str = "file") -> str:

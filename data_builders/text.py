@@ -10,17 +10,35 @@ _SPACE_BEFORE = re.compile(r"\s+([.,!?;:%)\]}]|n't\b|'(?:s|re|ve|ll|d|m)\b)", re
 _SPACE_AFTER = re.compile(r"([(\[{$])\s+")
 
 
-def normalize_text(text: str) -> str:
-    """Case-fold, NFKC-normalise and keep only word characters, one space apart.
+def strip_format_characters(text: str) -> str:
+    """Remove invisible format characters (Unicode category Cf: zero-width space and joiners, soft
+    hyphen, byte-order mark, bidi controls), which change the bytes of a text but not what it shows.
 
-    Tokenised and detokenised spellings of the same sentence compare equal.
+    >>> strip_format_characters("wo\u200brd\u00ad")
+    'word'
+    """
+    return "".join(c for c in text if unicodedata.category(c) != "Cf")
+
+
+def visible_text(text: str) -> str:
+    """NFKC-normalised ``text`` without format characters, stripped: empty when nothing would show."""
+    return strip_format_characters(unicodedata.normalize("NFKC", text)).strip()
+
+
+def normalize_text(text: str) -> str:
+    """Case-fold, NFKC-normalise, drop format characters and keep only word characters, one space apart.
+
+    Tokenised and detokenised spellings of the same sentence compare equal, and so do texts that differ
+    only by invisible characters or compatibility forms (full-width letters, ligatures).
 
     >>> normalize_text("I 'm  HERE , ok?") == normalize_text("I'm here, OK")
     True
     >>> normalize_text("Ça va")
     'ça va'
+    >>> normalize_text("Wo\u200bmen are \uff42ad drivers") == normalize_text("Women are bad drivers")
+    True
     """
-    return " ".join(_WORD.findall(unicodedata.normalize("NFKC", text).casefold()))
+    return " ".join(_WORD.findall(visible_text(text).casefold()))
 
 
 def detokenize(text: str) -> str:

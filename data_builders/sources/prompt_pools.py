@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from alignment.errors import SafealignError
+from alignment.io import file_lines, read_regular_file
 from data_builders.sources.readers import BadRow, BadRows, RowProblem, parse_table, read_json_file, text_field
 from data_builders.sources.records import PromptRecord
 from data_builders.sources.resolve import known_files, resolve_data_file
@@ -109,7 +110,7 @@ def _load_toxigen(file: Path, mode: str, log: BadRows) -> list[PromptRecord]:
         )
     kind, group = match.groups()
     try:
-        lines = file.read_text(encoding="utf-8").splitlines()
+        lines = file_lines(read_regular_file(file).decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise SafealignError(f"{file}: not valid UTF-8 (byte {exc.start})") from exc
     records = []

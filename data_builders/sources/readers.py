@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from alignment.errors import SafealignError, where
+from alignment.io import file_lines, read_regular_file
+from data_builders.text import visible_text
 
 BAD_ROW_POLICIES = ("error", "skip")
 MISSING_WORDS = frozenset({"nan", "null", "none", "na", "n/a"})
@@ -70,10 +72,7 @@ class BadRows:
 
 
 def _decode(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SafealignError(f"{path}: cannot read ({exc.strerror})") from exc
+    data = read_regular_file(path)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     return data.decode("utf-8", errors="surrogateescape")
@@ -110,8 +109,7 @@ def read_rows(path: Path, required: tuple[str, ...] = ()) -> Iterator[tuple[int,
 
 
 def _read_delimited(path: Path, text: str, delimiter: str, required: tuple[str, ...]):
-    lines = text.splitlines(keepends=True)
-    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    reader = csv.reader(file_lines(text, keepends=True), delimiter=delimiter, strict=True)
     try:
         header = next(reader)
     except StopIteration:
@@ -154,7 +152,7 @@ def _read_delimited(path: Path, text: str, delimiter: str, required: tuple[str, 
 
 
 def _read_jsonl(path: Path, text: str):
-    for row_no, line in enumerate(text.splitlines(), start=1):
+    for row_no, line in enumerate(file_lines(text), start=1):
         if not line.strip():
             continue
         try:
@@ -184,7 +182,7 @@ def _parse_json(path: Path, text: str) -> Any:
 def read_json_file(path: Path) -> Any:
     """A whole JSON document (a source's own layout); not UTF-8 or not JSON is one line naming the file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_file(path).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SafealignError(f"{path}: not valid UTF-8 (byte {exc.start})") from exc
     return _parse_json(path, text)
@@ -240,9 +238,9 @@ def text_field(record: dict[str, Any], field: str, required: bool = True) -> str
             f"text too long ({len(value):,} characters, limit {MAX_TEXT_CHARS:,}): a lost quote or newline?",
         )
     value = value.strip()
-    if not value or value.lower() in MISSING_WORDS:
+    if not visible_text(value) or value.lower() in MISSING_WORDS:
         if required:
-            raise RowProblem(field, "empty text" if not value else "value is NaN/null")
+            raise RowProblem(field, "empty text" if not visible_text(value) else "value is NaN/null")
         return None
     return value
 
@@ -281,7 +279,7 @@ def parse_table(
 def columns(path: Path) -> list[str]:
     """The column names of a table: the CSV/TSV header, or every key used by a JSON/JSONL record."""
     if file_format(path) in ("csv", "tsv"):
-        first = _decode(path).splitlines()[:1]
+        first = file_lines(_decode(path))[:1]
         delimiter = "\t" if file_format(path) == "tsv" else ","
         return [h.strip() for h in next(csv.reader(first, delimiter=delimiter), [])]
     names: dict[str, None] = {}

@@ -63,6 +63,8 @@ def resolve_data_file(relative: str, path: str | os.PathLike | None = None) -> P
     """
     if path is not None:
         explicit = Path(path).expanduser()
+        if explicit.exists() and not explicit.is_dir() and not explicit.is_file():
+            raise SafealignError(f"{explicit}: not a regular file (a FIFO, socket or device)")
         if not explicit.is_file():
             raise SafealignError(f"{explicit}: file not found (given explicitly)")
         return explicit
