@@ -106,13 +106,15 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         return list_suites()
     from alignment.evaluation.runner import execute, plan_evaluation
-    from alignment.runs import run_context
+    from alignment.runs import check_run_name, claim_output_dir, run_context
 
     # Everything checkable (preset, suites, data files, prerequisites, model spec) fails here, before
     # any folder is created.
     config = config_from_args(EvalConfig, args)
-    plan = plan_evaluation(args.model, config)
     out_dir = Path(args.out) if args.out else _default_out(args.model, config.preset)
+    check_run_name(out_dir.name)
+    claim_output_dir(out_dir, "eval", force=args.force)  # a folder of other files is never written into
+    plan = plan_evaluation(args.model, config)
     with run_context(
         out_dir.name,
         command=sys.argv,

@@ -7,12 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich import box
 from rich.table import Table
 
 from alignment.cli.console import err, out
-from alignment.config import add_dataclass_flags, config_from_args
+from alignment.config import add_dataclass_flags, config_from_args, parse_yaml
 from alignment.errors import SafealignError, where
 
 
@@ -106,18 +105,15 @@ def _parse_args(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise SafealignError(f"--args {pair!r}: expected KEY=VALUE")
-        values[key] = yaml.safe_load(value) if value else ""
+        values[key] = parse_yaml(value, f"--args {key}") if value else ""
     return values
 
 
 def read_texts(path: Path, field: str) -> tuple[list[str], list[str]]:
     """(prompts, texts) from a .jsonl (``field`` and optional ``prompt``) or a .txt (one per line)."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as exc:
-        raise SafealignError(f"{path}: file not found") from exc
-    except UnicodeDecodeError as exc:
-        raise SafealignError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    from alignment.io import file_lines, read_text_file
+
+    lines = file_lines(read_text_file(path))
     if path.suffix.lower() != ".jsonl":
         texts = [line for line in lines if line.strip()]
         return [""] * len(texts), texts
@@ -154,7 +150,7 @@ def score_texts(args: argparse.Namespace) -> int:
         else:
             fn = build_reward(args.reward)
     with err.status(f"scoring {len(texts)} texts ..."):
-        rewards = fn(prompts, texts)
+        rewards = checked_scores(fn, prompts, texts)
     components = fn.last_components if isinstance(fn, CompositeReward) else {}
     table = Table(title=f"reward: {args.reward}")
     table.add_column("text", overflow="fold", max_width=60)
@@ -171,9 +167,29 @@ def score_texts(args: argparse.Namespace) -> int:
             {"prompt": p, "text": t, "reward": r, **{n: components[n][i] for n in components}}
             for i, (p, t, r) in enumerate(zip(prompts, texts, rewards, strict=True))
         ]
-        atomic_write_text(args.out, "".join(json.dumps(row) + "\n" for row in rows))
+        atomic_write_text(args.out, "".join(json.dumps(row, allow_nan=False) + "\n" for row in rows))
         err.print(f"wrote {len(rows)} rows to {args.out}")
     return 0
+
+
+def checked_scores(fn: Any, prompts: list[str], texts: list[str]) -> list[float]:
+    """One finite score per text, or one line naming the reward: it raised or exited, returned
+    non-numbers or the wrong count (:func:`alignment.rl.rollout.score_completions`), or NaN/inf."""
+    import math
+
+    from alignment.rl.rollout import RewardFailed, reward_label, score_completions
+
+    try:
+        scores = score_completions(fn, prompts, texts, [[] for _ in texts])
+    except RewardFailed as exc:
+        raise SafealignError(str(exc)) from exc
+    bad = [i for i, value in enumerate(scores, start=1) if not math.isfinite(value)]
+    if bad:
+        raise SafealignError(
+            f"reward {reward_label(fn)} returned NaN, inf or None for {len(bad)} of {len(texts)} texts "
+            f"(first: text {bad[0]}); nothing written"
+        )
+    return scores
 
 
 def _backends(fn: Any) -> list[str]:
@@ -202,9 +218,11 @@ MIN_ROWS_SHOWN = 30  # smaller bias-type subsets stay in metrics.json only
 def train_stereotype_cmd(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from reward.stereotype.train import StereotypeTrainConfig, train_stereotype
+    from alignment.runs import claim_output_dir
+    from reward.stereotype.train import KIND, StereotypeTrainConfig, train_stereotype
 
     config = config_from_args(StereotypeTrainConfig, args)
+    claim_output_dir(config.out_dir, KIND, force=config.force)  # before the progress bar appears
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),

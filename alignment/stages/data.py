@@ -143,9 +143,7 @@ def build_from_spec(spec: str, target: Path) -> Path:
     that is already up to date (same sources and options) is reused, so a resumed stage trains on the
     same rows.
     """
-    import yaml
-
-    from alignment.config import from_dict
+    from alignment.config import from_dict, parse_yaml
 
     kind, options = parse_builder_spec(spec)
     try:
@@ -155,7 +153,10 @@ def build_from_spec(spec: str, target: Path) -> Path:
             f"dataset spec {spec!r}: the data builders are not available in this install; build the dataset "
             "with `safealign data build` and pass its directory as `dataset`"
         ) from exc
-    values = {key: yaml.safe_load(value) if value else None for key, value in options.items()}
+    values = {
+        key: parse_yaml(value, f"dataset spec {spec!r}, option {key!r}") if value else None
+        for key, value in options.items()
+    }
     for reserved in ("kind", "out"):
         if reserved in values:
             raise SafealignError(f"dataset spec {spec!r}: {reserved!r} is set by the stage, leave it out")

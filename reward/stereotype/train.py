@@ -28,6 +28,7 @@ from reward.stereotype.metrics import report
 from reward.stereotype.model import StereotypeClassifier, default_model_dir
 
 MODES = ("head", "full")
+KIND = "train-stereotype"  # the manifest's kind: the only folders a new classifier may replace
 Progress = Callable[[int, int, float], None]
 
 
@@ -76,6 +77,10 @@ class StereotypeTrainConfig:
         default=None, metadata={"help": "keep N examples per source and split (quick runs)"}
     )
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: best available)"})
+    force: bool = field(
+        default=False,
+        metadata={"help": "replace an out folder that holds something other than a stereotype classifier"},
+    )
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -212,7 +217,18 @@ def _headline(metrics: dict[str, Any]) -> float | None:
 
 
 def train_stereotype(config: StereotypeTrainConfig, progress: Progress | None = None) -> dict[str, Any]:
-    """Train, evaluate on the held-out groups and save to ``config.out_dir``; returns the metrics."""
+    """Train, evaluate on the held-out groups and save to ``config.out_dir``; returns the metrics.
+
+    ``out_dir`` is replaced only when it holds an earlier classifier (or ``force`` is set), and is locked
+    while this runs."""
+    from alignment.runs import claim_output_dir, lock_run_dir
+
+    claim_output_dir(config.out_dir, KIND, force=config.force)  # before any work: never replace a stranger
+    with lock_run_dir(config.out_dir):
+        return _train_and_save(config, progress)
+
+
+def _train_and_save(config: StereotypeTrainConfig, progress: Progress | None) -> dict[str, Any]:
     from alignment.device import describe_device, pick_device
     from alignment.io import atomic_dir, atomic_write_json, atomic_write_text
     from alignment.runs import git_commit, package_versions
@@ -258,6 +274,7 @@ def train_stereotype(config: StereotypeTrainConfig, progress: Progress | None = 
         trained_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     manifest = {
+        "kind": KIND,
         "command": "train-stereotype",
         "config": asdict(config),
         "seed": config.seed,
