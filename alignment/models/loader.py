@@ -92,18 +92,38 @@ def _resolve_hub(spec: str, hub_id: str) -> ModelSource:
     return ModelSource(spec=spec, path=hub_id, kind="hub")
 
 
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+_ADAPTER_CHAIN: list[Path] = []  # adapters being resolved, outermost first (a base chain must not loop)
+
+
 def _resolve_local(spec: str, path: Path) -> ModelSource:
     adapter_config = path / "adapter_config.json"
     if adapter_config.is_file():
         try:
             base_spec = json.loads(adapter_config.read_text(encoding="utf-8"))["base_model_name_or_path"]
-        except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
             raise SafealignError(f"{adapter_config}: cannot read 'base_model_name_or_path' ({exc})") from exc
-        if not base_spec:
+        if not base_spec or not isinstance(base_spec, str):
             raise SafealignError(
                 f"{adapter_config}: 'base_model_name_or_path' is empty; set it to the base model"
             )
-        return ModelSource(spec=spec, path=str(path), kind="adapter", base=resolve_model(base_spec))
+        if not any((path / name).is_file() for name in ADAPTER_WEIGHTS):
+            raise SafealignError(
+                f"{path}: an adapter folder without weights (no {' or '.join(ADAPTER_WEIGHTS)}); was it "
+                "saved completely?"
+            )
+        here = path.resolve()
+        if here in _ADAPTER_CHAIN:
+            raise SafealignError(
+                f"{adapter_config}: 'base_model_name_or_path' {base_spec!r} leads back to this adapter; "
+                "set it to the base model"
+            )
+        _ADAPTER_CHAIN.append(here)
+        try:
+            base = resolve_model(base_spec)
+        finally:
+            _ADAPTER_CHAIN.pop()
+        return ModelSource(spec=spec, path=str(path), kind="adapter", base=base)
     if not (path / "config.json").is_file():
         raise SafealignError(
             f"{path} is not a model directory: it has neither config.json (a Hugging Face checkpoint) "
@@ -181,7 +201,26 @@ def load_tokenizer(spec: str | ModelSource, trust_remote_code: bool = False) -> 
     tokenizer = from_pretrained(AutoTokenizer, source, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    check_chat_template(tokenizer, source)
     return tokenizer
+
+
+def check_chat_template(tokenizer: Any, source: ModelSource) -> None:
+    """Render a one-message conversation with the model's chat template, so a template that the sandbox
+    refuses (or that does not parse) is one line naming the model now, not a traceback mid-run."""
+    if not getattr(tokenizer, "chat_template", None):
+        return
+    from jinja2.exceptions import TemplateError
+
+    try:
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": "hello"}], tokenize=False, add_generation_prompt=True
+        )
+    except TemplateError as exc:
+        raise SafealignError(
+            f"model {source.spec!r} ({source.path}): its chat template cannot be rendered "
+            f"({type(exc).__name__}: {exc}); fix chat_template in its tokenizer_config.json"
+        ) from exc
 
 
 def load_model(
