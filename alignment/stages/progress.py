@@ -149,3 +149,72 @@ class StepRecorder(TrainerCallback):
             "p90_s": round(ordered[int(0.9 * (len(ordered) - 1))], 4),
             "first_s": round(self.durations[0], 4),
         }
+
+
+def first_non_finite(model: Any, trainable_only: bool = True) -> str | None:
+    """The name of the first parameter holding NaN or inf (only trainable ones by default), or None."""
+    import torch
+
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad or not trainable_only]
+    if not params:
+        return None
+    with torch.no_grad():
+        finite = torch.stack([torch.isfinite(p).all() for _, p in params])
+        if bool(finite.all()):
+            return None
+        return params[int((~finite).nonzero()[0])][0]
+
+
+def probe_ids(tokenizer: Any) -> list[int]:
+    """Token ids of a short text whose logits :class:`FiniteGuard` checks after every step."""
+    return tokenizer("The weather today is", add_special_tokens=False)["input_ids"] or [0]
+
+
+def outputs_finite(model: Any, probe_ids: list[int]) -> bool:
+    """Whether the model's logits on a short probe text are finite: weights can stay finite yet grow so
+    large that every forward pass overflows (learning_rate 1e9), and the next sampling step would crash."""
+    import torch
+
+    device = next(model.parameters()).device
+    training = model.training
+    model.eval()  # no dropout: the probe draws no random numbers, so resumed runs stay identical
+    try:
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([probe_ids], device=device)).logits
+    finally:
+        model.train(training)
+    return bool(torch.isfinite(logits).all())
+
+
+class FiniteGuard(TrainerCallback):
+    """Stop training at the first step whose loss, updated weights or outputs are not finite.
+
+    The check runs after every optimiser step, before that step can be saved as a checkpoint, so the
+    newest checkpoint on disk is always the last good state (``GuardTripped`` names it)."""
+
+    def __init__(self, probe_ids: list[int]) -> None:
+        self.probe_ids = probe_ids
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        from alignment.rl.rollout import GuardTripped
+
+        if model is None:
+            return
+        bad = first_non_finite(model)
+        if bad is None and not outputs_finite(model, self.probe_ids):
+            bad = "the logits of a probe text"
+        if bad is not None:
+            raise GuardTripped(
+                f"the weights are not finite after step {state.global_step} (first: {bad}); lower "
+                "learning_rate or check the input model"
+            )
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        import math
+
+        from alignment.rl.rollout import GuardTripped
+
+        loss = (logs or {}).get("loss")
+        if isinstance(loss, float) and not math.isfinite(loss):
+            step = state.global_step
+            raise GuardTripped(f"the training loss is {loss} at step {step}; lower learning_rate")

@@ -62,6 +62,19 @@ class StageDir:
         self.model = self.root / MODEL_DIR
         self.dataset = self.root / DATASET_DIR
 
+    def check_is_folder(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise SafealignError(f"{self.root}: is a file, not a folder; choose another output_dir")
+
+    def foreign_files(self) -> list[str]:
+        """What the folder holds besides a stage's own files (a stage never replaces those)."""
+        from alignment.runs import LOCK_FILE, MANIFEST
+
+        if not self.root.is_dir():
+            return []
+        own = {LOCK_FILE, MANIFEST, DATASET_DIR, CHECKPOINTS}
+        return sorted(p.name for p in self.root.iterdir() if p.name not in own)
+
     def read(self) -> dict[str, Any] | None:
         if not self.stage_file.is_file():
             return None
@@ -90,6 +103,12 @@ class StageDir:
         caller to remove (``Decision.clear``) once the new run's input has been checked.
         """
         record = self.read()
+        foreign = self.foreign_files() if record is None and not force else []
+        if foreign:
+            raise SafealignError(
+                f"{self.root} holds files that are not a safealign {stage} stage ({', '.join(foreign[:3])}; "
+                f"no {STAGE_FILE}): choose another output_dir, or pass --force to replace its {MODEL_DIR}/"
+            )
         if force:
             if not defer_clear:
                 self.clear()

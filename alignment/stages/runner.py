@@ -6,7 +6,8 @@ import json
 import os
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from alignment.stages.common import (
     resolve_input_model,
 )
 from alignment.stages.data import DatasetKind, StageData, load_stage_data
-from alignment.stages.progress import RichProgress, StepRecorder
+from alignment.stages.progress import FiniteGuard, RichProgress, StepRecorder, first_non_finite, probe_ids
 from alignment.stages.record import (
     StageRecord,
     config_hash,
@@ -123,6 +124,7 @@ def common_settings(
         "use_cpu": precision.device == "cpu",  # also makes torchrun workers on a CPU machine one gloo group
         "logging_steps": cfg.logging_steps,
         "logging_first_step": True,
+        "logging_nan_inf_filter": False,  # a NaN loss is logged as NaN (FiniteGuard stops), never hidden
         "save_strategy": "steps",
         "save_steps": cfg.save_steps,
         "save_total_limit": cfg.save_total_limit,
@@ -279,14 +281,29 @@ def run_stage(spec: StageSpec, cfg: StageConfig, out_dir: str | Path | None = No
     """
     from accelerate import PartialState
 
-    from alignment.cli.console import err
-
     _quiet_libraries()
     precision = choose_precision(cfg.precision, cfg.adapter)
     # The same process-group view the trainer will take (on CPU, torchrun workers form a gloo group).
     state = PartialState(cpu=precision.device == "cpu")
-    is_main = state.is_main_process
     sd = StageDir(Path(out_dir) if out_dir is not None else default_output_dir(spec.name, cfg))
+    with locked_stage_dir(sd, state.is_main_process):
+        return _run_locked(spec, cfg, sd, precision, state)
+
+
+@contextmanager
+def locked_stage_dir(sd: StageDir, is_main: bool) -> Iterator[None]:
+    """The main process holds the run directory's lock while the stage decides, trains and saves."""
+    from alignment.runs import lock_run_dir
+
+    sd.check_is_folder()
+    with lock_run_dir(sd.root) if is_main else nullcontext():
+        yield
+
+
+def _run_locked(spec: StageSpec, cfg: StageConfig, sd: StageDir, precision: Precision, state: Any) -> Path:
+    from alignment.cli.console import err
+
+    is_main = state.is_main_process
     chash = config_hash(cfg)
     decision = _broadcast(
         lambda: sd.decide(
@@ -355,7 +372,9 @@ def _train(
     had_checkpoints = sd.checkpoints.exists()
     try:
         model, tokenizer, peft_config = load_stage_model(cfg, source, precision)
-        callbacks = [RichProgress(f"{spec.name} {sd.root.name}"), recorder]
+        check_finite_model(model, cfg.model)
+        guard = FiniteGuard(probe_ids(tokenizer))
+        callbacks = [RichProgress(f"{spec.name} {sd.root.name}"), recorder, guard]
         ctx = StageContext(cfg, args, model, tokenizer, peft_config, data, source, precision, callbacks)
         trainer = spec.make_trainer(ctx)
         stage_record.fields["dataset"]["train_rows_used"] = check_rows_kept(
@@ -411,6 +430,13 @@ def _train(
         stage_record.fail(exc)
         raise
     return sd.model
+
+
+def check_finite_model(model: Any, spec: str) -> None:
+    """Refuse an input model whose weights hold NaN or inf: training from it cannot produce a model."""
+    bad = first_non_finite(model, trainable_only=False)
+    if bad is not None:
+        raise SafealignError(f"model {spec}: weight {bad} holds NaN or inf values; it cannot be trained")
 
 
 def load_config_data(cfg: StageConfig, kind: DatasetKind, sd: StageDir) -> StageData:

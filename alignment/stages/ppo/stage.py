@@ -20,7 +20,13 @@ from alignment.stages.ppo.models import load_models
 from alignment.stages.ppo.trainer import PPOTrainer
 from alignment.stages.record import StageRecord, config_hash, precision_fields, record_head, resumed_fields
 from alignment.stages.rundir import StageDir
-from alignment.stages.runner import _broadcast, default_output_dir, load_config_data
+from alignment.stages.runner import (
+    _broadcast,
+    check_finite_model,
+    default_output_dir,
+    load_config_data,
+    locked_stage_dir,
+)
 from alignment.stages.trl_online import build_reward_fn
 
 STAGE = "ppo"
@@ -76,8 +82,6 @@ def run_ppo(
     """
     from accelerate import Accelerator
 
-    from alignment.cli.console import err
-
     cfg = config
     precision = choose_precision(cfg.precision, cfg.adapter)
     if precision.quantize_4bit:
@@ -90,6 +94,20 @@ def run_ppo(
         project_dir=str(sd.root / "logs") if trackers else None,
         cpu=precision.device == "cpu",
     )
+    with locked_stage_dir(sd, accelerator.is_main_process):
+        return _run_locked(cfg, sd, accelerator, precision, trackers, reward_fn)
+
+
+def _run_locked(
+    cfg: PPOStageConfig,
+    sd: StageDir,
+    accelerator: Any,
+    precision: Any,
+    trackers: list[str],
+    reward_fn: RewardFn | None,
+) -> Path:
+    from alignment.cli.console import err
+
     is_main = accelerator.is_main_process
     chash, hashed = config_hash(cfg), cfg.hashed_items()
     decision = _broadcast(
@@ -109,6 +127,7 @@ def run_ppo(
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     models = load_models(cfg, source, precision)
+    check_finite_model(models.policy, cfg.model)
     loaded: dict[str, Any] = {}
 
     def load_on_main() -> bool:

@@ -18,6 +18,7 @@ from alignment.stages.ppo.checkpoint import TRAINER_STATE, load_checkpoint, para
 from alignment.stages.ppo.config import PPOStageConfig
 from alignment.stages.ppo.display import LiveLog
 from alignment.stages.ppo.models import Models, Sampled, collect, eos_token_ids, evaluate_heldout, global_mean
+from alignment.stages.progress import outputs_finite, probe_ids
 from alignment.stages.rundir import StageDir, last_complete_checkpoint
 
 
@@ -135,6 +136,12 @@ class PPOTrainer:
                 f"kl_ceiling {self.cfg.kl_ceiling}"
             )
 
+    def check_weights(self) -> None:
+        """Raise :class:`GuardTripped` when the update left weights, or the outputs, non-finite."""
+        policy = self.models.policy
+        if not params_finite(policy) or not outputs_finite(policy.policy, probe_ids(self.models.tokenizer)):
+            raise GuardTripped(f"the weights are not finite after step {self.step + 1}; lower learning_rate")
+
     def update(self, sampled: Sampled) -> dict[str, Any]:
         """PPO epochs on the rollouts; returns the logged row of this iteration."""
         acc = self.accelerator
@@ -227,6 +234,7 @@ class PPOTrainer:
                 sampled = self.rollout()
                 self.check_guards(sampled)
                 row = self.update(sampled)
+                self.check_weights()
                 self.step += 1
                 self.step_times.append(time.perf_counter() - started)
                 row["step_time_s"] = round(self.step_times[-1], 4)
