@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 
 from alignment import __version__
 from alignment.errors import SafealignError
@@ -63,14 +65,34 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.set_verbosity_error()
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = _on_sigterm(_terminate)
     try:
         return int(args.func(args) or 0)
     except SafealignError as exc:
         return fail(str(exc), exc.exit_code)
+    except Terminated:
+        return fail("interrupted (SIGTERM); a training run continues with --resume", 128 + signal.SIGTERM)
     except KeyboardInterrupt:
-        return fail("interrupted", 130)
+        return fail("interrupted; a training run continues with --resume", 130)
     finally:
+        _on_sigterm(previous)
         close_process_group()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a job scheduler cancelling): unwinds like Ctrl-C, so every run records ``interrupted``,
+    keeps its complete checkpoints and can be resumed."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _on_sigterm(handler: object) -> object:
+    """Install a SIGTERM handler (main thread only: elsewhere Python cannot) and return the previous one."""
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def close_process_group() -> None:

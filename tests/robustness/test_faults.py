@@ -115,6 +115,35 @@ def test_sft_killed_at_random_points_resumes_to_the_same_weights(tmp_path):
         torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=1e-6, msg=f"{name} {kills}")
 
 
+def test_sigterm_interrupts_like_ctrl_c_and_the_run_resumes(tmp_path):
+    """A job scheduler cancels with SIGTERM: one line, exit 143, ``interrupted`` in stage.json and the
+    manifest, complete checkpoints kept, and ``--resume`` finishes the run."""
+    data = write_sft(tmp_path / "sft", train=16, test=2)
+    flags = [*SFT_FLAGS, "--dataset", str(data), "--max_steps", "24", "--save_steps", "3"]
+    out, log = tmp_path / "run", tmp_path / "stderr.txt"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "alignment", "train", "sft", *flags, "--output_dir", str(out)]
+    with open(log, "wb") as stderr:
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.monotonic() + 180
+        while newest_complete_checkpoint(out) < 3:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within 180 s"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=120)
+    errors = [line for line in log.read_text().splitlines() if line.startswith("safealign: error:")]
+    assert code == 143 and "Traceback" not in log.read_text(), log.read_text()[-3000:]
+    assert errors == ["safealign: error: interrupted (SIGTERM); a training run continues with --resume"]
+    assert json.loads((out / "stage.json").read_text())["status"] == "interrupted"
+    assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"
+    assert not (out / ".safealign.lock").exists() and not (out / "model").exists()
+    done = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((out / "stage.json").read_text())
+    assert record["status"] == "completed" and record["steps"]["resumed_from_step"] >= 3
+
+
 # ---- a full disk, a refused write ------------------------------------------------------------------------
 
 FAULTS = {
