@@ -3,6 +3,7 @@ the shared scorers (loaded once per evaluation)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,10 @@ from alignment.generation import format_prompt, sample
 
 T = TypeVar("T")
 SPLIT_MODES = ("heldout", "validation", "all")
+
+
+class NonFiniteScores(SafealignError):
+    """A model scored an item NaN or inf: a metric built on it would be meaningless."""
 
 
 @dataclass
@@ -162,12 +167,21 @@ class SuiteContext:
         return self.progress(f"{self.spec.name}: {description}", total) if self.progress else None
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]], description: str = "scoring") -> list:
-        """Score ``(context, continuation)`` requests with the engine, with a progress bar."""
+        """Score ``(context, continuation)`` requests with the engine, with a progress bar; a score that is
+        not finite raises :class:`NonFiniteScores` naming the suite and the item."""
         self.engine.progress = self.tracker(description, len(set(requests)))
         try:
-            return self.engine.loglikelihood(requests)
+            scored = self.engine.loglikelihood(requests)
         finally:
             self.engine.progress = None
+        bad = next((i for i, s in enumerate(scored) if not math.isfinite(s.logprob)), None)
+        if bad is not None:
+            text = " ".join("".join(requests[bad]).split())
+            raise NonFiniteScores(
+                f"suite {self.spec.name}, item {text[:60]!r}: the log-likelihood is {scored[bad].logprob} "
+                "(not finite); the model's outputs overflow or its weights are broken"
+            )
+        return scored
 
     def sampling(self) -> dict[str, Any]:
         """The suite's ``num_samples``, ``max_new_tokens``, ``temperature`` and ``top_p`` options."""

@@ -15,7 +15,7 @@ from typing import Any
 from alignment.errors import SafealignError
 from alignment.evaluation.baselines import get_baseline
 from alignment.evaluation.config import EvalConfig
-from alignment.evaluation.context import Services, SuiteContext, stereotype_classifier_path
+from alignment.evaluation.context import NonFiniteScores, Services, SuiteContext, stereotype_classifier_path
 from alignment.evaluation.engine import LoglikEngine
 from alignment.evaluation.presets import Preset, load_preset
 from alignment.evaluation.registry import SuiteSpec, load_suites, parse_suite_list
@@ -221,6 +221,16 @@ def evaluate(
     return execute(plan, out_dir=out_dir, write_samples=write_samples, progress=progress, loaded=loaded)
 
 
+def check_finite_weights(model: Any, model_spec: str) -> None:
+    """A model with a NaN or inf weight is refused before any suite: its scores would be meaningless
+    (CrowS-Pairs would report 0% stereotyped, a broken model that looks unbiased)."""
+    from alignment.stages.progress import first_non_finite
+
+    bad = first_non_finite(model, trainable_only=False)
+    if bad is not None:
+        raise SafealignError(f"model {model_spec}: weight {bad} holds NaN or inf values; nothing evaluated")
+
+
 def execute(
     plan: Plan,
     out_dir: str | Path | None = None,
@@ -246,6 +256,7 @@ def execute(
         loaded if loaded is not None else load_model(model_spec, device=services.device, dtype=services.dtype)
     )
     load_s = time.perf_counter() - t_load
+    check_finite_weights(model, model_spec)
     if services.base_spec == model_spec:
         services._cache["base"] = (model, tokenizer)  # KL to itself: no second copy
     torch.manual_seed(seed)
@@ -297,7 +308,10 @@ def execute(
             )
             before = dict(engine.stats)
             t0, c0 = time.perf_counter(), time.process_time()
-            output = spec.runner()(ctx)
+            try:
+                output = spec.runner()(ctx)
+            except NonFiniteScores as exc:
+                raise SafealignError(f"model {model_spec}: {exc}") from exc
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             suite_rows = []
             for metric in output.metrics:
