@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +154,11 @@ def parse_pipeline(raw: dict[str, Any], source: str) -> PipelineConfig:
     top = check_keys(raw, (PipelineConfig,), source)
     data = top.get("data", {})
     for key, spec in data.items():
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", str(key)):
+            raise SafealignError(
+                f"{source}:data: key {key!r} names a folder inside the run directory: use letters, digits, "
+                "'.', '_' and '-' (no slashes)"
+            )
         if not isinstance(spec, dict):
             raise SafealignError(f"{source}:data.{key}: expected a mapping of build options")
     for stage in stages:
@@ -466,7 +472,13 @@ class Pipeline:
         cfg = self.cfg
         self.check()
         with run_context(
-            cfg.name, command=sys.argv, config=cfg, seed=cfg.seed, root=self.run_dir.parent
+            cfg.name,
+            command=sys.argv,
+            config=cfg,
+            seed=cfg.seed,
+            root=self.run_dir.parent,
+            kind="pipeline",  # an existing folder must be a pipeline run (or --force)
+            force=self.force,
         ) as run:
             self.state = PipelineState(self.run_dir)
             self.base_path = resolve_model(cfg.model).path
