@@ -8,16 +8,23 @@ leave a good output in place that the failing command must not touch.
 Placeholders: ``{tmp}`` the test's folder, ``{sft}``/``{pref}``/``{prompts}`` small saved datasets,
 ``{badsft}`` one whose prompts are numbers, ``{texts}`` one with only a ``text`` column, ``{tiny}`` the
 tiny-random checkpoint.
+
+A file's content may also be one of the :data:`SPECIAL` markers: a FIFO (reading it would block
+forever), a symlink loop, or a symlink to a folder.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 HUGE = 10 * 2**20  # a 10 MB line
+FIFO, LOOP, DIR_LINK = "<fifo>", "<symlink loop>", "<symlink to a folder>"
+SPECIAL = (FIFO, LOOP, DIR_LINK)
 
 
 @dataclass(frozen=True)
@@ -40,18 +47,33 @@ def write_files(root: Path, files: dict[str, str | bytes], places: dict[str, str
     for name, content in files.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, str):
+        if content == FIFO:
+            os.mkfifo(path)
+        elif content == LOOP:
+            path.symlink_to(path.name)
+        elif content == DIR_LINK:
+            path.symlink_to(path.parent)
+        elif isinstance(content, str):
             path.write_text(fill(content, places), encoding="utf-8")
         else:
             path.write_bytes(content)
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    """Every file and folder under ``root`` with a digest of its bytes (folders map to ``dir``)."""
+    """Every file and folder under ``root`` with a digest of its bytes (folders map to ``dir``, links to
+    their target, FIFOs and other special files to their type; none of them is followed or read)."""
     state = {}
     for path in sorted(root.rglob("*")):
         key = str(path.relative_to(root))
-        state[key] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+        mode = path.lstat().st_mode
+        if stat.S_ISLNK(mode):
+            state[key] = f"link to {os.readlink(path)}"
+        elif stat.S_ISDIR(mode):
+            state[key] = "dir"
+        elif stat.S_ISREG(mode):
+            state[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            state[key] = f"special {stat.S_IFMT(mode):o}"
     return state
 
 
@@ -926,4 +948,280 @@ PIPELINE_CASES = [
     ),
 ]
 
-ALL_CASES = DATA_CASES + REWARD_CASES + EVAL_CASES + TRAIN_CASES + PIPELINE_CASES
+# ---- reliability: outputs never lost, broken inputs never accepted, no hangs, no tracebacks -------------
+
+FOREIGN = {"photos/holiday.jpg": b"\xff\xd8 a photo the user keeps here"}
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+    for p, c in zip("abcdef", "bcdefg", strict=True)
+)
+PLUGINS = """\
+import math
+
+
+def not_numbers(prompts, completions, **kwargs):
+    return ["high" for _ in completions]
+
+
+def one_score(prompts, completions, **kwargs):
+    return [1.0]
+
+
+def undefined(prompts, completions, **kwargs):
+    return [math.nan for _ in completions]
+
+
+def broken(prompts, completions, **kwargs):
+    raise KeyError("model")
+"""
+
+
+def score_plugin(function: str) -> Case:
+    return Case(
+        f"score-reward-{function.replace('_', '-')}",
+        score("--reward", "{tmp}/plugins.py:" + function, "--text", "a", "--text", "b"),
+        (f"'{function}' (plugins.py)",),
+        {"plugins.py": PLUGINS},
+    )
+
+
+RELIABILITY_CASES = [
+    # data loss: a folder is replaced only by a run of its own kind, or with --force
+    Case(
+        "stereotype-out-foreign-folder",
+        ("reward", "train-stereotype", "--out", "{tmp}/photos", "--limit", "4"),
+        ("photos", "files safealign did not write", "--force"),
+        FOREIGN,
+    ),
+    Case(
+        "train-output-dir-foreign-model",
+        train("sft"),
+        ("run", "not a safealign sft stage", "model", "--force"),
+        {"recipe.yaml": SFT_OK, "run/model/model.safetensors": b"someone else's weights"},
+    ),
+    Case(
+        "train-output-dir-is-a-file",
+        train("sft"),
+        ("run", "is a file, not a folder"),
+        {"recipe.yaml": SFT_OK, "run": "a file"},
+    ),
+    Case(
+        "eval-out-foreign-results",
+        evaluate("--suites", "crows_pairs"),
+        ("eval", "files safealign did not write", "--force"),
+        {CROWS: CROWS_HEADER + CROWS_ROWS, "eval/results.json": '{"mine": true}'},
+    ),
+    Case(
+        "eval-out-another-kind-of-run",
+        evaluate("--suites", "crows_pairs"),
+        ("eval", "holds a 'pipeline' run, not a 'eval' run"),
+        {CROWS: CROWS_HEADER + CROWS_ROWS, "eval/manifest.json": '{"kind": "pipeline"}'},
+    ),
+    Case("eval-out-root", ("eval", "--model", "{tiny}", "--out", "/"), ("run name ''", "not valid")),
+    Case("eval-out-is-a-file", evaluate("--suites", "crows_pairs"), ("eval", "is a file"), {"eval": "x"}),
+    Case(
+        "data-out-foreign-folder",
+        (
+            "data",
+            "build",
+            "sft",
+            "--source",
+            "rewrite_pairs",
+            "--path",
+            "{tmp}/pairs.csv",
+            "--out",
+            "{tmp}/photos",
+        ),
+        ("photos", "not a safealign data build"),
+        {"pairs.csv": GOOD_CSV, **FOREIGN},
+    ),
+    Case(
+        "pipeline-run-dir-foreign",
+        ("pipeline", "--config", "{tmp}/pipeline.yaml", "--runs-dir", "{tmp}"),
+        ("photos", "files safealign did not write", "--force"),
+        {
+            "pipeline.yaml": PIPELINE_OK.replace("name: robust", "name: photos"),
+            "pairs.csv": GOOD_CSV,
+            CROWS: CROWS_HEADER + CROWS_ROWS,
+            **FOREIGN,
+        },
+    ),
+    pipeline_case(
+        "pipeline-data-key-escapes-run-dir",
+        PIPELINE_OK.replace("  rewrites:", '  "../../escaped":').replace(
+            "dataset: rewrites", 'dataset: "../../escaped"'
+        ),
+        ("data", "'../../escaped'"),
+    ),
+    # silent wrong results: invisible text, duplicate keys, two recipes, an empty recipe
+    Case(
+        "csv-rewrite-only-invisible-characters",
+        build("{tmp}/pairs.csv"),
+        ("pairs.csv", "row 3", "field 'debiased_text'", "empty text"),
+        {"pairs.csv": csv_with('"They are lazy.","\u200b\u200d\ufeff"')},
+    ),
+    Case(
+        "recipe-duplicate-key",
+        train("sft"),
+        ("recipe.yaml", "line 4", "duplicate key 'max_steps', first on line 3"),
+        {"recipe.yaml": SFT_OK + "max_steps: 500\n"},
+    ),
+    Case(
+        "recipe-duplicate-nested-key",
+        ("pipeline", "--config", "{tmp}/pipeline.yaml", "--runs-dir", "{tmp}/runs"),
+        ("pipeline.yaml", "duplicate key 'limit'"),
+        {"pipeline.yaml": PIPELINE_OK.replace("limit: 2}", "limit: 2, limit: 50}")},
+    ),
+    Case(
+        "recipe-config-given-twice",
+        train("sft", "--config", "{tmp}/other.yaml"),
+        ("--config given 2 times", "recipe.yaml", "other.yaml"),
+        {"recipe.yaml": SFT_OK, "other.yaml": SFT_OK},
+    ),
+    Case("recipe-empty", train("sft"), ("recipe.yaml", "empty"), {"recipe.yaml": ""}),
+    Case(
+        "recipe-only-comments",
+        train("sft"),
+        ("recipe.yaml", "empty"),
+        {"recipe.yaml": "# model: tiny-random\n# max_steps: 1\n"},
+    ),
+    Case(
+        "data-config-duplicate-key",
+        ("data", "build", "sft", "--config", "{tmp}/build.yaml", "--out", "{tmp}/out"),
+        ("build.yaml", "duplicate key 'source'"),
+        {"build.yaml": "source: rewrite_pairs\nsource: crows_pairs\n"},
+    ),
+    Case(
+        "reward-yaml-duplicate-key",
+        ("reward", "score", "--reward", "{tmp}/reward.yaml", "--text", "hi"),
+        ("reward.yaml", "duplicate key 'weight'"),
+        {"reward.yaml": "components:\n  - reward: non_empty\n    weight: 1\n    weight: 3\n"},
+    ),
+    # hangs: alias bombs and FIFOs
+    Case("recipe-alias-bomb", train("sft"), ("recipe.yaml", "aliases expand"), {"recipe.yaml": BOMB}),
+    Case(
+        "pipeline-alias-bomb",
+        ("pipeline", "--config", "{tmp}/pipeline.yaml", "--runs-dir", "{tmp}/runs"),
+        ("pipeline.yaml", "aliases expand"),
+        {"pipeline.yaml": BOMB},
+    ),
+    Case("recipe-is-a-fifo", train("sft"), ("recipe.yaml", "not a regular file"), {"recipe.yaml": FIFO}),
+    Case(
+        "data-file-is-a-fifo",
+        build("{tmp}/pairs.csv"),
+        ("pairs.csv", "not a regular file"),
+        {"pairs.csv": FIFO},
+    ),
+    Case(
+        "score-file-is-a-fifo",
+        score("--file", "{tmp}/texts.txt"),
+        ("texts.txt", "not a regular file"),
+        {"texts.txt": FIFO},
+    ),
+    Case(
+        "eval-preset-is-a-fifo",
+        evaluate("--preset", "{tmp}/preset.yaml"),
+        ("preset.yaml", "not a regular file"),
+        {"preset.yaml": FIFO},
+    ),
+    # tracebacks: folders, loops, YAML inside flags and specs, recursive recipes and adapters
+    Case(
+        "recipe-is-a-directory",
+        train("sft"),
+        ("recipe.yaml", "is a directory"),
+        {"recipe.yaml/inside.yaml": SFT_OK},
+    ),
+    Case("recipe-symlink-loop", train("sft"), ("recipe.yaml", "symbolic links"), {"recipe.yaml": LOOP}),
+    Case(
+        "recipe-recursive-alias",
+        train("sft"),
+        ("recipe.yaml", "alias refers to the node that contains it"),
+        {"recipe.yaml": SFT_OK + "lora_target_modules: &loop [q_proj, *loop]\n"},
+    ),
+    Case(
+        "pipeline-recipe-is-a-directory",
+        ("pipeline", "--config", "{tmp}/link.yaml", "--runs-dir", "{tmp}/runs"),
+        ("link.yaml", "is a directory"),
+        {"link.yaml": DIR_LINK},
+    ),
+    Case(
+        "score-file-is-a-directory",
+        score("--file", "{tmp}/texts.txt"),
+        ("texts.txt", "is a directory"),
+        {"texts.txt/inside.txt": "hello"},
+    ),
+    Case(
+        "score-file-symlink-loop",
+        score("--file", "{tmp}/texts.txt"),
+        ("texts.txt", "symbolic links"),
+        {"texts.txt": LOOP},
+    ),
+    Case(
+        "reward-args-not-yaml",
+        ("reward", "score", "--reward", "length_penalty", "--args", "max_words=[3", "--text", "hi"),
+        ("--args max_words", "invalid YAML"),
+    ),
+    Case(
+        "builder-spec-not-yaml",
+        train("sft"),
+        ("builder:sft", "invalid YAML"),
+        {
+            "recipe.yaml": "model: tiny-random\ndataset: builder:sft?source=rewrite_pairs&limit=[3\n"
+            "max_steps: 1\n"
+        },
+    ),
+    Case(
+        "eval-adapter-without-weights",
+        ("eval", "--model", "{tmp}/adapter", "--suites", "crows_pairs", "--out", "{tmp}/eval"),
+        ("adapter", "adapter folder without weights"),
+        {
+            CROWS: CROWS_HEADER + CROWS_ROWS,
+            "adapter/adapter_config.json": '{"base_model_name_or_path": "tiny-random"}',
+        },
+    ),
+    Case(
+        "eval-adapter-whose-base-is-itself",
+        ("eval", "--model", "{tmp}/adapter", "--suites", "crows_pairs", "--out", "{tmp}/eval"),
+        ("adapter_config.json", "leads back to this adapter"),
+        {
+            CROWS: CROWS_HEADER + CROWS_ROWS,
+            "adapter/adapter_config.json": '{"base_model_name_or_path": "{tmp}/adapter"}',
+            "adapter/adapter_model.safetensors": b"x",
+        },
+    ),
+    Case(
+        "generate-chat-template-refused-by-sandbox",
+        ("generate", "--model", "{badtemplate}", "hello"),
+        ("badtemplate", "chat template cannot be rendered", "SecurityError"),
+    ),
+    Case(
+        "eval-nan-weight-model",
+        ("eval", "--model", "{nanmodel}", "--split", "all", "--suites", "crows_pairs", "--out", "{tmp}/eval"),
+        ("nanmodel", "weight", "NaN or inf", "nothing evaluated"),
+        {CROWS: CROWS_HEADER + CROWS_ROWS},
+    ),
+    Case(
+        "eval-overflowing-model",
+        (
+            "eval",
+            "--model",
+            "{hugemodel}",
+            "--split",
+            "all",
+            "--suites",
+            "crows_pairs",
+            "--out",
+            "{tmp}/eval",
+        ),
+        ("hugemodel", "suite crows_pairs", "item 'Wo", "not finite"),
+        {CROWS: CROWS_HEADER + CROWS_ROWS},
+    ),
+    Case(
+        "score-reward-not-importable",
+        score("--reward", "no_such_module_xyz:fn", "--text", "a"),
+        ("no_such_module_xyz",),
+    ),
+    *(score_plugin(f) for f in ("not_numbers", "one_score", "undefined", "broken")),
+]
+
+ALL_CASES = DATA_CASES + REWARD_CASES + EVAL_CASES + TRAIN_CASES + PIPELINE_CASES + RELIABILITY_CASES

@@ -28,6 +28,7 @@ def datasets(tmp_path_factory, tiny_model) -> dict[str, str]:
     plain = [{"text": "Tell me about the nurse."}, {"text": "Tell me about the engineer."}]
     DatasetDict(train=Dataset.from_list(plain), test=Dataset.from_list(plain)).save_to_disk(str(texts))
     return {
+        **broken_models(root, tiny_model),
         "texts": str(texts),
         "sft": str(write_sft(root / "sft", train=8, test=2)),
         "pref": str(write_preference(root / "pref", train=8, test=2)),
@@ -35,6 +36,35 @@ def datasets(tmp_path_factory, tiny_model) -> dict[str, str]:
         "badsft": str(bad),
         "tiny": tiny_model,
     }
+
+
+def broken_models(root: Path, tiny_model: str) -> dict[str, str]:
+    """``nanmodel``: tiny-random with one NaN weight; ``hugemodel``: finite weights whose logits overflow;
+    ``badtemplate``: one whose chat template reaches for Python internals, which the sandbox refuses."""
+    import json
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    for name in ("nanmodel", "badtemplate", "hugemodel"):
+        model.save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+    with torch.no_grad():
+        norm = model.model.norm.weight.clone()
+        model.model.norm.weight.fill_(3e38)  # finite weights whose logits overflow
+    model.save_pretrained(root / "hugemodel")
+    with torch.no_grad():
+        model.model.norm.weight.copy_(norm)
+        model.lm_head.weight[3, 0] = float("nan")
+    model.save_pretrained(root / "nanmodel")
+    config = root / "badtemplate" / "tokenizer_config.json"
+    data = json.loads(config.read_text())
+    data["chat_template"] = "{{ ''.__class__.__mro__[1].__subclasses__() }}"
+    config.write_text(json.dumps(data))
+    (root / "badtemplate" / "chat_template.jinja").unlink(missing_ok=True)
+    return {name: str(root / name) for name in ("nanmodel", "badtemplate", "hugemodel")}
 
 
 def run_case(case: Case, cli, tmp_path: Path, datasets: dict[str, str]):
