@@ -170,7 +170,7 @@ def curves(log_history: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     return {"train": train, "eval": evals}
 
 
-def _merge_adapter(adapter_dir: Path, base: str, target: Path, trust_remote_code: bool) -> None:
+def merge_adapter(adapter_dir: Path, base: str, target: Path, trust_remote_code: bool) -> None:
     """Load the base at its stored dtype, apply the adapter from disk, merge, and save full weights."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -211,7 +211,7 @@ def save_final_model(trainer: Any, ctx: StageContext, sd: StageDir, is_main: boo
                 point_adapter_at(staging, pointer)
                 record = {"saved_as": "adapter", "base": pointer}
                 if ctx.cfg.merge_adapter:
-                    _merge_adapter(staging, pointer, tmp, ctx.cfg.trust_remote_code)
+                    merge_adapter(staging, pointer, tmp, ctx.cfg.trust_remote_code)
                     ctx.tokenizer.save_pretrained(tmp)
                     record = {"saved_as": "merged", "base": pointer}
             else:
@@ -225,7 +225,7 @@ def save_final_model(trainer: Any, ctx: StageContext, sd: StageDir, is_main: boo
     return record
 
 
-def _broadcast(make: Callable[[], Any], state: Any) -> Any:
+def broadcast_from_main(make: Callable[[], Any], state: Any) -> Any:
     """Run ``make`` on the main process only and share its result (or its SafealignError) with all ranks."""
     from accelerate.utils import broadcast_object_list
 
@@ -305,7 +305,7 @@ def _run_locked(spec: StageSpec, cfg: StageConfig, sd: StageDir, precision: Prec
 
     is_main = state.is_main_process
     chash = config_hash(cfg)
-    decision = _broadcast(
+    decision = broadcast_from_main(
         lambda: sd.decide(
             spec.name, chash, cfg.hashed_items(), resume=cfg.resume, force=cfg.force, defer_clear=True
         ),
@@ -315,6 +315,8 @@ def _run_locked(spec: StageSpec, cfg: StageConfig, sd: StageDir, precision: Prec
         if is_main:
             err.print(f"[green]{decision.note}[/]")
         return sd.model
+    if decision.checkpoint is not None:
+        check_checkpoint_files(decision.checkpoint)
     source = resolve_input_model(cfg.model)
     loaded: dict[str, StageData] = {}
 
@@ -322,7 +324,7 @@ def _run_locked(spec: StageSpec, cfg: StageConfig, sd: StageDir, precision: Prec
         loaded["data"] = load_config_data(cfg, spec.data_kind, sd)
         return True
 
-    _broadcast(load_on_main, state)  # the main process builds a spec'd dataset; the others then read it
+    broadcast_from_main(load_on_main, state)  # the main process builds a spec'd dataset; the others read it
     data = loaded["data"] if is_main else load_config_data(cfg, spec.data_kind, sd)
     ours = common_settings(cfg, precision, sd, data.eval is not None, decision.action == "start")
     ours.update(spec.settings(cfg, data))
@@ -430,6 +432,28 @@ def _train(
         stage_record.fail(exc)
         raise
     return sd.model
+
+
+def check_checkpoint_files(checkpoint: Path) -> None:
+    """Open every pickled state of a checkpoint (optimiser, scheduler, random state) as tensors and plain
+    values only, before the trainer resumes from it: a file holding other Python objects is refused by
+    name and never unpickled (mapped, so no tensor data is read)."""
+    import pickle
+
+    import torch
+
+    for file in sorted([*checkpoint.glob("*.pt"), *checkpoint.glob("*.pth")]):
+        try:
+            try:
+                torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:  # an old (non-zip) file cannot be mapped
+                torch.load(file, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise SafealignError(
+                f"{file}: refused to load: it holds Python objects, not only tensors (a checkpoint safealign "
+                f"wrote never does); remove {checkpoint.name} to resume from an earlier one, or --force to "
+                "start over"
+            ) from exc
 
 
 def check_finite_model(model: Any, spec: str) -> None:

@@ -95,3 +95,52 @@ def test_written_files_and_folders_follow_the_umask(tmp_path, umask):
         os.umask(old)
     assert file.stat().st_mode & 0o777 == 0o666 & ~umask
     assert (tmp_path / "model").stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_a_second_training_into_a_locked_run_directory_stops_naming_the_holder(cli, tmp_path):
+    from stages_support import write_sft
+
+    data = write_sft(tmp_path / "sft", train=4, test=2)
+    run_dir = tmp_path / "run"
+    holder = f"from alignment.runs import lock_run_dir\nwith lock_run_dir({str(run_dir)!r}):\n"
+    holder += "    print('locked', flush=True)\n    input()\n"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        result = cli(
+            "train", "sft", "--model", "tiny-random", "--dataset", data, "--max_steps", "1",
+            "--output_dir", run_dir,
+        )  # fmt: skip
+    finally:
+        proc.communicate("done\n", timeout=60)
+    lines = [line for line in result.err.splitlines() if line.startswith("safealign:")]
+    assert result.code == 2 and len(lines) == 1 and "Traceback" not in result.err, result.err[-2000:]
+    assert f"run is in use by process {proc.pid}" in lines[0] and "-c" in lines[0]
+    assert not run_dir.exists()
+
+
+def test_an_output_folder_that_cannot_be_created_is_one_line(cli, tmp_path, monkeypatch):
+    """A read-only mount (EROFS; tests run as root, so a chmod would not stop them)."""
+    import errno
+    from pathlib import Path
+
+    from stages_support import write_sft
+
+    data = write_sft(tmp_path / "sft", train=4, test=2)
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if str(self).startswith(str(tmp_path / "mnt")):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    result = cli(
+        "train", "sft", "--model", "tiny-random", "--dataset", data, "--max_steps", "1",
+        "--output_dir", tmp_path / "mnt" / "run",
+    )  # fmt: skip
+    lines = [line for line in result.err.splitlines() if line.startswith("safealign:")]
+    assert result.code == 2 and len(lines) == 1 and "Traceback" not in result.err, result.err[-2000:]
+    assert "cannot create run directory" in lines[0] and "Read-only file system" in lines[0]

@@ -173,3 +173,35 @@ def test_a_plugin_is_imported_when_a_spec_names_it(planted_plugin, spec):
     fn = build_reward("planted" if spec == "planted" else f"{file}:score")
     assert fn(["p"], ["c"]) == [1.0]
     assert marker.exists()
+
+
+@pytest.mark.parametrize("name", ["rng_state.pth", "optimizer.pt"])
+def test_a_pickled_state_in_a_trainer_checkpoint_is_refused_on_resume(cli, tmp_path, name):
+    """A tampered checkpoint of an interrupted SFT run: resuming names the file and never unpickles it
+    (and never suggests turning weights-only loading off)."""
+    import shutil
+
+    import torch
+
+    data = write_sft(tmp_path / "sft", train=8, test=2)
+    argv = ["train", "sft", "--model", "tiny-random", "--dataset", data, "--max_steps", "4"]
+    argv += ["--save_steps", "2", "--eval_split", "none", "--output_dir", tmp_path / "run"]
+    assert cli(*argv).code == 0
+    run = tmp_path / "run"
+    record = json.loads((run / "stage.json").read_text())
+    (run / "stage.json").write_text(json.dumps({**record, "status": "interrupted"}))
+    shutil.rmtree(run / "model")
+    shutil.rmtree(run / "checkpoints" / "checkpoint-4")
+    marker = tmp_path / "UNPICKLED"
+
+    class Payload:
+        def __reduce__(self):
+            return (exec, (marker_code(marker),))
+
+    torch.save({"state": Payload()}, run / "checkpoints" / "checkpoint-2" / name)
+    result = cli(*argv, "--resume")
+    lines = [line for line in result.err.splitlines() if line.startswith("safealign: error:")]
+    assert result.code == 2 and "Traceback" not in result.err, result.err[-2000:]
+    assert len(lines) == 1 and f"checkpoint-2/{name}: refused to load" in lines[0], result.err
+    assert "weights_only" not in result.err and not marker.exists()
+    assert json.loads((run / "stage.json").read_text())["status"] == "interrupted"
