@@ -20,7 +20,7 @@ from alignment.io import atomic_dir, atomic_write_bytes, atomic_write_json
 from alignment.rl.value_head import PolicyWithValue
 from alignment.stages.common import base_pointer
 from alignment.stages.rundir import StageDir, checkpoints
-from alignment.stages.runner import _merge_adapter, point_adapter_at
+from alignment.stages.runner import merge_adapter, point_adapter_at
 
 TRAINER_STATE = "trainer_state.json"
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -111,7 +111,7 @@ def save_final(
             point_adapter_at(adapter_dir, pointer)
             record = {"saved_as": "adapter", "base": pointer}
             if merge:
-                _merge_adapter(adapter_dir, pointer, tmp, trust_remote_code)
+                merge_adapter(adapter_dir, pointer, tmp, trust_remote_code)
                 shutil.rmtree(adapter_dir)
                 record = {"saved_as": "merged", "base": pointer}
         else:

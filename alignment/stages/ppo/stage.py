@@ -21,7 +21,7 @@ from alignment.stages.ppo.trainer import PPOTrainer
 from alignment.stages.record import StageRecord, config_hash, precision_fields, record_head, resumed_fields
 from alignment.stages.rundir import StageDir
 from alignment.stages.runner import (
-    _broadcast,
+    broadcast_from_main,
     check_finite_model,
     default_output_dir,
     load_config_data,
@@ -110,7 +110,7 @@ def _run_locked(
 
     is_main = accelerator.is_main_process
     chash, hashed = config_hash(cfg), cfg.hashed_items()
-    decision = _broadcast(
+    decision = broadcast_from_main(
         lambda: sd.decide(STAGE, chash, hashed, resume=cfg.resume, force=cfg.force, defer_clear=True),
         accelerator.state,
     )
@@ -134,7 +134,7 @@ def _run_locked(
         loaded["data"] = _load_prompts(cfg, sd, models.tokenizer)
         return True
 
-    _broadcast(load_on_main, accelerator.state)  # a builder spec is built once, by the main process
+    broadcast_from_main(load_on_main, accelerator.state)  # a builder spec is built once, by the main process
     train, heldout, data_info = loaded["data"] if is_main else _load_prompts(cfg, sd, models.tokenizer)
     if decision.clear and is_main:
         sd.clear()
