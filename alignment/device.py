@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 import torch
+
+from alignment.errors import SafealignError
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -39,3 +45,59 @@ def describe_device() -> dict:
         info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         info["bf16_supported"] = torch.cuda.is_bf16_supported()
     return info
+
+
+THREADS_ENV = "SAFEALIGN_THREADS"
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which containers and ``taskset`` narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def busy_cpus(samples: int = 5, interval_s: float = 0.1) -> float:
+    """How many CPUs other processes keep busy right now: the mean count of runnable tasks (``procs_running``
+    in ``/proc/stat``, less this process) over a short window; the 1-minute load average elsewhere.
+
+    An instantaneous count, unlike the load average, does not remember a step this job just finished."""
+    counts = []
+    for i in range(samples):
+        try:
+            text = Path("/proc/stat").read_text()
+        except OSError:
+            return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        line = next((x for x in text.splitlines() if x.startswith("procs_running")), None)
+        if line is None:
+            return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        counts.append(max(0, int(line.split()[1]) - 1))
+        if i + 1 < samples:
+            time.sleep(interval_s)
+    return sum(counts) / len(counts)
+
+
+def choose_threads(requested: int | None = None) -> tuple[int, str]:
+    """Torch threads for a CPU-bound step and why: ``requested``, else ``$SAFEALIGN_THREADS``, else
+    ``$OMP_NUM_THREADS``, else the usable CPUs less those other processes keep busy (at least 1).
+
+    More threads than free cores makes every parallel region wait for a descheduled thread, so on a shared
+    CPU fewer threads finish sooner.
+
+    >>> choose_threads(3)
+    (3, 'requested')
+    """
+    if requested is not None:
+        if requested < 1:
+            raise SafealignError(f"threads must be a positive number, got {requested}")
+        return requested, "requested"
+    for name in (THREADS_ENV, "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            if not value.isdigit() or int(value) < 1:
+                raise SafealignError(f"${name} must be a positive whole number, got {value!r}")
+            return int(value), f"${name}"
+    cpus, busy = usable_cpus(), busy_cpus()
+    threads = max(1, min(cpus, round(cpus - busy)))
+    return threads, f"{cpus} usable CPUs, {busy:.1f} busy with other work"

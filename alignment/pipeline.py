@@ -33,19 +33,28 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import re
+import shutil
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from alignment.child import run_safealign
 from alignment.config import check_keys, from_dict, load_yaml
+from alignment.device import choose_threads
 from alignment.errors import SafealignError
-from alignment.io import atomic_write_json, sha256_json
+from alignment.evaluation.config import EvalConfig
+from alignment.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_json
 from alignment.paths import runs_dir
 from alignment.report import ReportConfig, print_report, write_report
 
 PIPELINE_FILE = "pipeline.json"
+DEFAULT_PRESET = "pipeline"  # sized so a 1.5-point paired change in retention is detectable (docs/metrics.md)
 STAGE_TYPES = ("sft", "dpo", "ppo", "grpo", "rloo")
 BASE = "base"
 
@@ -65,25 +74,15 @@ class SplitSettings:
     seed: int = field(default=0, metadata={"help": "seed of the group hash"})
 
 
-@dataclass
-class EvalSettings:
-    """Evaluation of the base model and of every stage (``safealign eval`` options)."""
-
-    preset: str = field(default="quick", metadata={"help": "quick, standard or full"})
-    split: str = field(
-        default="heldout",
-        metadata={
-            "help": "heldout (the test groups: report numbers) or validation (the validation groups: "
-            "for choosing recipes and hyper-parameters)"
-        },
-    )
-    suites: list[str] | None = field(default=None, metadata={"help": "suites to run (default: the preset's)"})
-    limit: int | None = field(default=None, metadata={"help": "cap every suite at this many items"})
-    batch_size: int = field(default=64, metadata={"help": "log-likelihood batch size"})
-    toxicity_scorer: str = field(default="auto", metadata={"help": "toxicity backend for generation suites"})
-    stereotype_classifier: str | None = field(
-        default=None, metadata={"help": "trained stereotype classifier directory (stereotype_rate suite)"}
-    )
+# Evaluation settings the pipeline fills in itself: the run's seed and split rule, and the base model.
+PIPELINE_EVAL_KEYS = {
+    "seed": "the top-level 'seed'",
+    "test_fraction": "'split.test_fraction'",
+    "val_fraction": "'split.val_fraction'",
+    "split_seed": "'split.seed'",
+    "base_model": "the top-level 'model'",
+    "baseline": "the top-level 'baselines' (one report column each)",
+}
 
 
 @dataclass
@@ -124,11 +123,21 @@ class PipelineConfig:
         },
     )
     stages: list[StagePlan] = field(default_factory=list)
-    evaluation: EvalSettings = field(default_factory=EvalSettings)
+    baselines: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "training-free baselines evaluated on the base model like a stage, one report column "
+            "each: prompted, self_debias (docs/metrics.md)"
+        },
+    )
+    evaluation: EvalConfig = field(
+        default_factory=lambda: EvalConfig(preset=DEFAULT_PRESET),
+        metadata={"help": "`safealign eval` settings for the base model and every stage"},
+    )
     report: ReportConfig = field(default_factory=ReportConfig)
 
 
-SECTIONS = {"split": SplitSettings, "evaluation": EvalSettings, "report": ReportConfig}
+SECTIONS = {"split": SplitSettings, "evaluation": EvalConfig, "report": ReportConfig}
 
 
 def parse_pipeline(raw: dict[str, Any], source: str) -> PipelineConfig:
@@ -139,6 +148,8 @@ def parse_pipeline(raw: dict[str, Any], source: str) -> PipelineConfig:
         value = raw.pop(key, None) or {}
         if not isinstance(value, dict):
             raise SafealignError(f"{source}, key {key!r}: expected a mapping")
+        if cls is EvalConfig:
+            value = _evaluation_section(value, sections["split"], f"{source}:{key}")
         sections[key] = from_dict(cls, value, f"{source}:{key}")
     stages_raw = raw.pop("stages", None) or []
     if not isinstance(stages_raw, list):
@@ -152,6 +163,7 @@ def parse_pipeline(raw: dict[str, Any], source: str) -> PipelineConfig:
     if len(set(names)) != len(names):
         raise SafealignError(f"{source}, key 'stages': stage names repeat ({', '.join(names)})")
     top = check_keys(raw, (PipelineConfig,), source)
+    _check_baselines(top.get("baselines") or [], names, source)
     data = top.get("data", {})
     for key, spec in data.items():
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", str(key)):
@@ -170,14 +182,42 @@ def parse_pipeline(raw: dict[str, Any], source: str) -> PipelineConfig:
     return PipelineConfig(**top, stages=stages, **sections)
 
 
+def _check_baselines(baselines: list[str], stages: list[str], source: str) -> None:
+    """Known baseline names, each once, none named like a stage."""
+    from alignment.evaluation.baselines import BASELINES
+
+    for name in baselines:
+        if name not in BASELINES:
+            raise SafealignError(
+                f"{source}, key 'baselines': unknown baseline {name!r}; use {', '.join(BASELINES)}"
+            )
+        if name in stages:
+            raise SafealignError(f"{source}, key 'baselines': {name!r} is also a stage name")
+    if len(set(baselines)) != len(baselines):
+        raise SafealignError(f"{source}, key 'baselines': names repeat ({', '.join(baselines)})")
+
+
+def _evaluation_section(value: dict[str, Any], split: SplitSettings, source: str) -> dict[str, Any]:
+    """The recipe's ``evaluation`` mapping with the pipeline's default preset and the run's split rule;
+    keys the pipeline sets itself are refused, naming where they belong."""
+    for key, owner in PIPELINE_EVAL_KEYS.items():
+        if key in value:
+            raise SafealignError(f"{source}, key {key!r}: set by the pipeline from {owner}")
+    rule = {"test_fraction": split.test_fraction, "val_fraction": split.val_fraction}
+    return {"preset": DEFAULT_PRESET, **value, **rule, "split_seed": split.seed}
+
+
 def load_pipeline(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
-    """Read a pipeline recipe and apply overrides (model, name, seed, preset, limit, only)."""
+    """Read a pipeline recipe and apply overrides (model, name, seed, preset, limit, suites, eval_split,
+    only)."""
     raw = load_yaml(path)
     for key, value in (overrides or {}).items():
         if value is None:
             continue
-        if key in ("preset", "limit", "suites"):
-            raw.setdefault("evaluation", {})[key] = value
+        if key in ("preset", "limit", "suites", "eval_split"):
+            if not isinstance(raw.get("evaluation") or {}, dict):
+                raise SafealignError(f"{path}, key 'evaluation': expected a mapping")
+            raw["evaluation"] = {**(raw.get("evaluation") or {}), key.removeprefix("eval_"): value}
         elif key == "only":
             wanted = [s.strip() for s in value.split(",") if s.strip()]
             known = [s.get("name") for s in raw.get("stages", []) if isinstance(s, dict)]
@@ -202,8 +242,6 @@ class PipelineState:
     """``pipeline.json``: chained hashes and status of every build, stage and evaluation."""
 
     def __init__(self, run_dir: Path) -> None:
-        import json
-
         self.path = run_dir / PIPELINE_FILE
         self.data: dict[str, Any] = {"stages": {}, "evals": {}}
         if self.path.is_file():
@@ -220,21 +258,17 @@ class PipelineState:
         atomic_write_json(self.path, self.data)
 
 
-def _eval_kwargs(cfg: PipelineConfig, classifier: str | None) -> dict[str, Any]:
+def eval_config(cfg: PipelineConfig, classifier: str | None, base_model: str | None) -> EvalConfig:
+    """The evaluation settings of every model of the run: the recipe's, with the run's seed and split."""
     ev = cfg.evaluation
-    return {
-        "suites": ev.suites,
-        "preset": ev.preset,
-        "limit": ev.limit,
-        "seed": cfg.seed,
-        "split": ev.split,
-        "test_fraction": cfg.split.test_fraction,
-        "val_fraction": cfg.split.val_fraction,
-        "split_seed": cfg.split.seed,
-        "batch_size": ev.batch_size,
-        "toxicity_scorer": ev.toxicity_scorer,
-        "stereotype_classifier": ev.stereotype_classifier or classifier,
-    }
+    return ev.replace(
+        seed=cfg.seed,
+        test_fraction=cfg.split.test_fraction,
+        val_fraction=cfg.split.val_fraction,
+        split_seed=cfg.split.seed,
+        base_model=base_model,
+        stereotype_classifier=ev.stereotype_classifier or classifier,
+    )
 
 
 STEREOTYPE_REWARDS = ("stereotype", "anti_stereotype")
@@ -260,10 +294,16 @@ def with_classifier(spec: Any, classifier: str | None) -> Any:
     return spec
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
     from alignment.cli.console import err
 
     err.print(message)
+
+
+def copy_dir(source: Path, target: Path) -> None:
+    """Replace ``target`` with a copy of ``source``, atomically."""
+    with atomic_dir(target) as tmp:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
 
 
 class Pipeline:
@@ -275,11 +315,14 @@ class Pipeline:
         root: str | Path | None = None,
         force: bool = False,
         source: str = "pipeline",
+        threads: int | None = None,
     ) -> None:
         self.cfg = cfg
         self.source = str(source)  # the recipe file, named in errors
         self.run_dir = Path(root or runs_dir()) / cfg.name
         self.force = force
+        self.threads = threads  # torch threads per step; None: chosen at each step's start
+        self.base_cache: Path | None = None  # base evaluations shared between runs, by chained hash
         self.state: PipelineState | None = None
         self.datasets: dict[str, dict[str, Any]] = {}
         self.classifier: str | None = None
@@ -300,7 +343,7 @@ class Pipeline:
                 "strategy": prov.get("strategy"),
             }
             self.state.set("data", key, fingerprint=prov.get("fingerprint"))
-            _say(f"data {key}: {'built' if result.rebuilt else 'up to date'} ({result.out})")
+            say(f"data {key}: {'built' if result.rebuilt else 'up to date'} ({result.out})")
 
     def build_config(self, key: str, spec: dict[str, Any]) -> Any:
         """The data builders' config of ``data.<key>`` (split settings from the recipe, output in the run)."""
@@ -328,7 +371,7 @@ class Pipeline:
             self.classifier = spec
             self.classifier_info = {"path": spec}
             return sha256_json({"path": spec})
-        from reward.stereotype.train import StereotypeTrainConfig, train_stereotype
+        from reward.stereotype.train import StereotypeTrainConfig
 
         out = self.run_dir / "stereotype_classifier"
         options = {
@@ -344,11 +387,20 @@ class Pipeline:
         done = self.state.get("classifier", "stereotype")
         if self.force or done.get("hash") != digest or not out.is_dir():
             self.state.set("classifier", "stereotype", hash=digest, status="running")
-            _say("[bold]training the stereotype classifier[/]")
-            metrics = train_stereotype(train_cfg)
+            config_file = self.write_config("stereotype_classifier", dataclasses.asdict(train_cfg))
+            self.step(
+                "classifier",
+                "stereotype",
+                "training the stereotype classifier",
+                "reward",
+                "train-stereotype",
+                "--config",
+                config_file,
+            )
+            metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
             self.state.set("classifier", "stereotype", status="completed", metrics=metrics)
         else:
-            _say("[green]stereotype classifier: up to date[/]")
+            say("[green]stereotype classifier: up to date[/]")
         self.classifier = str(out)
         self.classifier_info = {
             "path": str(out),
@@ -364,45 +416,80 @@ class Pipeline:
             return info["path"], info["fingerprint"]
         return stage.dataset, sha256_json(stage.dataset)
 
+    # -- child steps --------------------------------------------------------------------------------------
+    def write_config(self, name: str, values: dict[str, Any]) -> Path:
+        """A step's resolved config as YAML under ``configs/`` (what its child process reads)."""
+        path = self.run_dir / "configs" / f"{name}.yaml"
+        atomic_write_text(path, yaml.safe_dump(json.loads(json.dumps(values, default=str)), sort_keys=False))
+        return path
+
+    def step(self, section: str, name: str, title: str, *args: Any) -> None:
+        """Run ``safealign ARGS`` in its own process with the threads the CPU has free right now; its
+        wall time and threads go into ``pipeline.json``."""
+        threads, why = choose_threads(self.threads)
+        say(f"[bold]{title}[/] [dim]({threads} torch thread{'s' * (threads > 1)}: {why})[/]")
+        started = time.perf_counter()
+        run_safealign(args, title.split(" (")[0], threads)
+        self.state.set(section, name, wall_s=round(time.perf_counter() - started, 1), threads=threads)
+
     # -- evaluation ---------------------------------------------------------------------------------------
-    def evaluate(self, name: str, model: str, chain: str) -> dict[str, Any]:
-        from alignment.evaluation import evaluate, load_results
+    def evaluate(self, name: str, model: str, chain: str, baseline: str | None = None) -> dict[str, Any]:
+        """Evaluate ``model`` (as ``baseline``, if given) into ``eval/<name>`` in a child process, unless
+        done with the same hash."""
+        from alignment.evaluation import load_results
 
         out = self.run_dir / "eval" / name
-        kwargs = _eval_kwargs(self.cfg, self.classifier)
-        digest = sha256_json({"chain": chain, "eval": kwargs})
+        config = eval_config(self.cfg, self.classifier, self.base_path).replace(baseline=baseline)
+        settings = dataclasses.asdict(config)
+        digest = sha256_json({"chain": chain, "eval": settings})
         done = self.state.get("evals", name)
         if not self.force and done.get("hash") == digest and (out / "results.json").is_file():
-            _say(f"[green]eval {name}: up to date[/]")
+            say(f"[green]eval {name}: up to date[/]")
+            return load_results(out)
+        shared = self.base_cache / digest[:32] if name == BASE and self.base_cache else None
+        if shared is not None and not self.force and (shared / "results.json").is_file():
+            copy_dir(shared, out)
+            self.state.set("evals", name, hash=digest, status="completed", copied_from=str(shared))
+            say(f"[green]eval {name}: the same evaluation copied from {shared}[/]")
             return load_results(out)
         self.state.set("evals", name, hash=digest, status="running")
-        _say(f"[bold]eval {name}[/] ({model})")
-        results = evaluate(model, out_dir=out, base_model=self.base_path, progress=True, **kwargs)
+        config_file = self.write_config(f"eval-{name}", settings)
+        self.step(
+            "evals", name, f"eval {name}", "eval", "--model", model, "--config", config_file, "--out", out
+        )
         self.state.set("evals", name, status="completed")
-        return results
+        return load_results(out)
 
     # -- stages -------------------------------------------------------------------------------------------
     def train(self, stage: StagePlan, model: str, upstream: str) -> tuple[str, str, dict[str, Any]]:
-        """Train one stage from ``model``; returns (saved model path, chained hash, stage.json record)."""
-        import json
-
-        _, run = stage_module(stage.type)
+        """Train one stage from ``model`` in a child process; returns (saved model path, chained hash,
+        stage.json record)."""
         dataset, fingerprint = self.dataset_path(stage)
         out = self.run_dir / "stages" / stage.name
         stage_cfg = self.stage_config(stage, model, dataset, self.classifier)
         hashed = {
-            k: v for k, v in dataclasses.asdict(stage_cfg).items() if k not in ("model", "resume", "force")
+            k: v
+            for k, v in dataclasses.asdict(stage_cfg).items()
+            if k not in ("model", "resume", "force", "output_dir")
         }
         chain = sha256_json({"upstream": upstream, "type": stage.type, "config": hashed, "data": fingerprint})
         previous = self.state.get("stages", stage.name)
         stale = self.force or (previous.get("chain") not in (None, chain))
+        record = _read_json(out / "stage.json") if (out / "stage.json").is_file() else {}
+        if not stale and previous.get("status") == "completed" and record.get("status") == "completed":
+            say(f"[green]stage {stage.name}: up to date[/]")
+            return previous["model"], chain, record
         if stale:
             stage_cfg.force = True
             stage_cfg.resume = False
+        stage_cfg.output_dir = str(out)
         self.state.set("stages", stage.name, chain=chain, status="running")
-        model_dir = run(stage_cfg, out)
-        self.state.set("stages", stage.name, status="completed", model=str(model_dir))
+        config_file = self.write_config(f"stage-{stage.name}", dataclasses.asdict(stage_cfg))
+        title = f"stage {stage.name} ({stage.type} from {model})"
+        self.step("stages", stage.name, title, "train", stage.type, "--config", config_file)
         record = json.loads((out / "stage.json").read_text(encoding="utf-8"))
+        model_dir = record.get("model", {}).get("path") or str(out / "model")
+        self.state.set("stages", stage.name, status="completed", model=str(model_dir))
         return str(model_dir), chain, record
 
     def stage_config(self, stage: StagePlan, model: str, dataset: str, classifier: str | None) -> Any:
@@ -456,11 +543,14 @@ class Pipeline:
                 str(self.run_dir / "data" / stage.dataset) if stage.dataset in cfg.data else stage.dataset
             )
             self.stage_config(stage, cfg.model, dataset, None)
-        kwargs = _eval_kwargs(cfg, None)
-        if trains_classifier and kwargs["suites"]:  # the classifier exists only once the run trains it
-            kwargs["suites"] = [s for s in kwargs["suites"] if s != "stereotype_rate"] or None
+        settings = eval_config(cfg, None, cfg.model)
         try:
-            plan_evaluation(cfg.model, base_model=cfg.model, check_model=False, **kwargs)
+            if trains_classifier and settings.suites:  # the classifier exists only once the run trains it
+                from alignment.evaluation.registry import get_suite
+
+                needs = [s for s in settings.suites if "stereotype_classifier" in get_suite(s).requires]
+                settings.suites = [s for s in settings.suites if s not in needs] or None
+            plan_evaluation(cfg.model, settings, check_model=False)
         except SafealignError as exc:
             raise SafealignError(f"{self.source}, key 'evaluation': {exc}") from exc
 
@@ -487,9 +577,11 @@ class Pipeline:
             base_chain = sha256_json({"model": cfg.model, "path": self.base_path, "classifier": classifier})
             results = {BASE: self.evaluate(BASE, self.base_path, base_chain)}
             records: dict[str, dict[str, Any] | None] = {BASE: None}
+            for name in cfg.baselines:
+                results[name] = self.evaluate(name, self.base_path, base_chain, baseline=name)
+                records[name] = None
             model, chain = self.base_path, base_chain
             for stage in cfg.stages:
-                _say(f"[bold]stage {stage.name}[/] ({stage.type}) from {model}")
                 model, chain, records[stage.name] = self.train(stage, model, chain)
                 results[stage.name] = self.evaluate(stage.name, model, chain)
             used = sorted({self.dataset_path(s)[0] for s in cfg.stages if s.dataset})
@@ -523,7 +615,7 @@ class Pipeline:
             )
         print_report(report)
         if not audit["passed"]:
-            _say(
+            say(
                 f"[red]leakage audit: {audit['overlapping_items']} evaluated items appear in training data[/]"
             )
         return report
@@ -531,8 +623,6 @@ class Pipeline:
 
 def _read_json(path: Path) -> dict[str, Any]:
     """A JSON object from a run's file, or one clear error naming the file."""
-    import json
-
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -552,9 +642,13 @@ def rebuild_report(run_dir: str | Path) -> dict[str, Any]:
     raw_cfg = manifest.get("config") or {}
     if not isinstance(raw_cfg, dict) or "stages" not in raw_cfg:
         raise SafealignError(f"{run_dir}: not a pipeline run (its manifest has no pipeline config)")
-    cfg = parse_pipeline(raw_cfg, str(run_dir / "manifest.json"))
+    # the manifest records every evaluation setting, including those the pipeline fills in itself
+    evaluation = raw_cfg.get("evaluation") or {}
+    if isinstance(evaluation, dict):
+        evaluation = {k: v for k, v in evaluation.items() if k not in PIPELINE_EVAL_KEYS}
+    cfg = parse_pipeline({**raw_cfg, "evaluation": evaluation}, str(run_dir / "manifest.json"))
     results, records = {}, {}
-    for name in [BASE] + [s.name for s in cfg.stages]:
+    for name in [BASE, *cfg.baselines] + [s.name for s in cfg.stages]:
         eval_dir = run_dir / "eval" / name
         if not (eval_dir / "results.json").is_file():
             continue

@@ -88,17 +88,16 @@ def test_whole_pipeline_reports_every_stage_and_suite_and_rerun_does_no_work(
     assert metrics["provenance"]["leakage_audit"]["passed"]
     assert json.loads((run / "manifest.json").read_text())["status"] == "completed"
 
-    # A rerun finds everything current: no training, no evaluation.
-    import alignment.evaluation
-    import alignment.stages.ppo.stage
-    import alignment.stages.runner
+    # A rerun finds everything current: no step process starts (no training, no evaluation).
+    import alignment.pipeline
 
     def forbidden(*args, **kwargs):
-        raise AssertionError("a finished step was redone")
+        raise AssertionError(f"a finished step was redone: {args}")
 
-    monkeypatch.setattr(alignment.evaluation, "evaluate", forbidden)
-    monkeypatch.setattr(alignment.stages.runner, "load_stage_model", forbidden)
-    monkeypatch.setattr(alignment.stages.ppo.stage, "load_models", forbidden)
+    monkeypatch.setattr(alignment.pipeline, "run_safealign", forbidden)
+    steps = json.loads((run / "pipeline.json").read_text())
+    assert all(steps["evals"][s]["wall_s"] > 0 for s in ("base", "sft", "dpo", "ppo"))
+    assert all(steps["stages"][s]["threads"] >= 1 for s in ("sft", "dpo", "ppo"))
     again = cli("pipeline", "--config", recipe(tmp_path, "full", None, rl=True), "--runs-dir", runs)
     assert again.code == 0, again.err[-2000:]
     assert json.loads((run / "metrics.json").read_text())["rows"] == metrics["rows"]
@@ -190,3 +189,80 @@ def test_stage_subset_override(tmp_path):
     )
     with pytest.raises(SafealignError, match="unknown stage"):
         load_pipeline(recipe(tmp_path, "x", None), {"only": "ppo"})
+
+
+def test_evaluation_section_is_eval_config_with_the_pipeline_preset(tmp_path):
+    from alignment.evaluation.config import EvalConfig
+
+    path = recipe(tmp_path, "x", None)
+    raw = yaml.safe_load(path.read_text())
+    del raw["evaluation"]
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_pipeline(path, {"eval_split": "validation"})
+    assert isinstance(cfg.evaluation, EvalConfig)
+    assert cfg.evaluation.preset == "pipeline" and cfg.evaluation.split == "validation"
+    raw["evaluation"] = {"seed": 3}
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SafealignError, match=r"key 'seed': set by the pipeline from the top-level 'seed'"):
+        load_pipeline(path)
+
+
+def test_every_evaluation_gets_the_run_seed_and_split(tmp_path):
+    from alignment.pipeline import eval_config
+
+    cfg = load_pipeline(recipe(tmp_path, "x", None), {"seed": 7})
+    settings = eval_config(cfg, "clf-dir", "base-path")
+    assert (settings.seed, settings.test_fraction, settings.val_fraction, settings.split_seed) == (
+        7,
+        cfg.split.test_fraction,
+        cfg.split.val_fraction,
+        cfg.split.seed,
+    )
+    assert settings.base_model == "base-path" and settings.stereotype_classifier == "clf-dir"
+    assert settings.limit == 4 and settings.preset == "quick"
+
+
+@pytest.mark.parametrize(
+    ("requested", "env", "busy", "expected"),
+    [
+        (3, {}, 0.0, 3),  # the flag wins
+        (None, {"SAFEALIGN_THREADS": "2", "OMP_NUM_THREADS": "1"}, 0.0, 2),
+        (None, {"OMP_NUM_THREADS": "1"}, 0.0, 1),
+        (None, {}, 0.2, 4),  # a quiet machine: every usable core
+        (None, {}, 2.6, 1),  # others keep 2.6 of 4 cores busy: round(1.4) = 1
+        (None, {}, 9.0, 1),  # never fewer than one
+    ],
+)
+def test_threads_follow_the_free_cores(monkeypatch, requested, env, busy, expected):
+    import alignment.device as device
+
+    for name in ("SAFEALIGN_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(device, "usable_cpus", lambda: 4)
+    monkeypatch.setattr(device, "busy_cpus", lambda: busy)
+    assert device.choose_threads(requested)[0] == expected
+
+
+def test_bad_thread_settings_are_one_line_errors(monkeypatch):
+    from alignment.device import choose_threads
+
+    monkeypatch.setenv("SAFEALIGN_THREADS", "many")
+    with pytest.raises(SafealignError, match=r"\$SAFEALIGN_THREADS must be a positive whole number"):
+        choose_threads()
+    with pytest.raises(SafealignError, match="threads must be a positive number"):
+        choose_threads(0)
+
+
+def test_a_failing_step_process_fails_with_its_own_error_line(tiny_model, monkeypatch):
+    from alignment.child import StepFailed, run_safealign
+
+    with pytest.raises(SafealignError) as info:
+        run_safealign(["eval", "--model", tiny_model, "--suites", "crows_pairz"], "eval base", 1)
+    assert str(info.value).startswith("eval base: unknown suite 'crows_pairz'")
+    assert info.value.exit_code == 2
+    monkeypatch.setattr(sys, "executable", "false")  # a process that fails without an error line
+    with pytest.raises(StepFailed, match="eval base: the step's process failed with exit code 1") as info:
+        run_safealign(["eval"], "eval base", 1)
+    assert info.value.exit_code == 1

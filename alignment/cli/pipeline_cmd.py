@@ -19,8 +19,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--name", help="run name, i.e. the folder under SAFEALIGN_RUNS (overrides the recipe)"
     )
-    parser.add_argument("--preset", help="evaluation preset: quick, standard, full")
+    parser.add_argument(
+        "--preset", help="evaluation preset: pipeline (the recipe default), quick, standard, full, or a YAML"
+    )
     parser.add_argument("--limit", type=int, help="cap every evaluation suite at this many items")
+    parser.add_argument(
+        "--eval-split",
+        choices=("heldout", "validation"),
+        help="score the test groups (heldout, for reports) or the validation groups (choosing recipes)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads of every step (default: $SAFEALIGN_THREADS, else $OMP_NUM_THREADS, else the "
+        "CPUs not busy with other work when the step starts)",
+    )
     parser.add_argument("--stages", dest="only", metavar="A,B", help="run only these stages of the recipe")
     parser.add_argument("--seed", type=int, help="seed for training and evaluation")
     parser.add_argument(
@@ -39,9 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_pipeline(args: argparse.Namespace) -> int:
     from alignment.pipeline import Pipeline, load_pipeline
 
-    overrides = {k: getattr(args, k) for k in ("model", "name", "preset", "limit", "only", "seed")}
-    cfg = load_pipeline(args.config, overrides)
-    Pipeline(cfg, root=args.runs_dir, force=args.force, source=args.config).run()
+    keys = ("model", "name", "preset", "limit", "eval_split", "only", "seed")
+    cfg = load_pipeline(args.config, {k: getattr(args, k) for k in keys})
+    Pipeline(cfg, root=args.runs_dir, force=args.force, source=args.config, threads=args.threads).run()
     return 0
 
 
