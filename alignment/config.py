@@ -108,6 +108,19 @@ def parse_yaml(text: str, source: str) -> Any:
         loader.dispose()
 
 
+class Once(argparse.Action):
+    """An option that may be given only once (``--config``): a second one would silently drop the first."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        previous = getattr(namespace, self.dest, None)
+        if previous is not None and previous != self.default:
+            raise SafealignError(
+                f"{option_string} given twice ({previous}, {values}): pass one file and override single "
+                "keys with flags"
+            )
+        setattr(namespace, self.dest, values)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Load a YAML mapping, with one clear error for a missing, unreadable, non-regular or empty file, bad
     YAML or a non-mapping."""

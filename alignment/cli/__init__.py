@@ -64,9 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     parser = build_parser()
-    args = parser.parse_args(argv)
     previous = _on_sigterm(_terminate)
     try:
+        args = parser.parse_args(argv)  # an option's own check (``Once``) raises SafealignError
         return int(args.func(args) or 0)
     except SafealignError as exc:
         return fail(str(exc), exc.exit_code)

@@ -12,7 +12,7 @@ from typing import Any
 from rich.table import Table
 
 from alignment.cli.console import err, out
-from alignment.config import check_keys, from_dict, load_yaml
+from alignment.config import Once, check_keys, from_dict, load_yaml
 from alignment.errors import SafealignError
 
 KIND_HELP = "sft (rewrite instructions), preference (prompt/chosen/rejected) or prompts (RL prompt pool)"
@@ -44,7 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--on-bad-row skip. See docs/data.md.",
     )
     build.add_argument("kind", choices=("sft", "preference", "prompts"), help=KIND_HELP)
-    build.add_argument("--config", metavar="FILE.yaml", help="YAML file whose keys are the options below")
+    build.add_argument(
+        "--config", action=Once, metavar="FILE.yaml", help="YAML file whose keys are the options below"
+    )
     config_type = _config_type()
     hints = typing.get_type_hints(config_type)
     for f in dataclasses.fields(config_type):

@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.table import Table
 
 from alignment.cli.console import err, out
-from alignment.config import add_dataclass_flags, config_from_args
+from alignment.config import Once, add_dataclass_flags, config_from_args
 from alignment.evaluation.config import EvalConfig
 
 
@@ -25,7 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", default="smollm2-135m-instruct", help="model spec (default: %(default)s)")
     parser.add_argument(
-        "--config", metavar="FILE.yaml", help="YAML file of evaluation settings (keys: the flags below)"
+        "--config",
+        action=Once,
+        metavar="FILE.yaml",
+        help="YAML file of evaluation settings (keys: the flags below)",
     )
     add_dataclass_flags(parser, EvalConfig)
     parser.add_argument("--out", default=None, help="output folder (default: runs/eval-<model>-<preset>)")

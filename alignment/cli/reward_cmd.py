@@ -11,7 +11,7 @@ from rich import box
 from rich.table import Table
 
 from alignment.cli.console import err, out
-from alignment.config import add_dataclass_flags, config_from_args, parse_yaml
+from alignment.config import Once, add_dataclass_flags, config_from_args, parse_yaml
 from alignment.errors import SafealignError, where
 
 
@@ -55,7 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train the stereotype classifier on the train side of the grouped splits",
         description="Train the stereotype classifier. Precedence: defaults < --config YAML < flags.",
     )
-    train.add_argument("--config", type=Path, metavar="FILE.yaml", help="YAML whose keys are the flags below")
+    train.add_argument(
+        "--config", type=Path, action=Once, metavar="FILE.yaml", help="YAML whose keys are the flags below"
+    )
     add_dataclass_flags(train, StereotypeTrainConfig)
     train.set_defaults(func=train_stereotype_cmd)
 
