@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from alignment.config import Once
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -14,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "is unchanged and continues an interrupted stage from its last checkpoint."
         ),
     )
-    parser.add_argument("--config", required=True, metavar="FILE.yaml", help="pipeline recipe")
+    parser.add_argument("--config", required=True, action=Once, metavar="FILE.yaml", help="pipeline recipe")
     parser.add_argument("--model", help="base model spec (overrides the recipe)")
     parser.add_argument(
         "--name", help="run name, i.e. the folder under SAFEALIGN_RUNS (overrides the recipe)"

@@ -1106,6 +1106,12 @@ RELIABILITY_CASES = [
         ("--config given twice", "a.yaml", "b.yaml"),
         {"a.yaml": "epochs: 1\n", "b.yaml": "epochs: 2\n"},
     ),
+    Case(
+        "pipeline-config-given-twice",
+        ("pipeline", "--config", "{tmp}/a.yaml", "--config", "{tmp}/b.yaml", "--runs-dir", "{tmp}/runs"),
+        ("--config given twice", "a.yaml", "b.yaml"),
+        {"a.yaml": PIPELINE_OK, "b.yaml": PIPELINE_OK.replace("robust", "other")},
+    ),
     Case("recipe-empty", train("sft"), ("recipe.yaml", "empty"), {"recipe.yaml": ""}),
     Case(
         "recipe-only-comments",
