@@ -1020,6 +1020,28 @@ RELIABILITY_CASES = [
     Case("eval-out-root", ("eval", "--model", "{tiny}", "--out", "/"), ("run name ''", "not valid")),
     Case("eval-out-is-a-file", evaluate("--suites", "crows_pairs"), ("eval", "is a file"), {"eval": "x"}),
     Case(
+        "eval-out-inside-a-file",
+        (
+            "eval",
+            "--model",
+            "{tiny}",
+            "--split",
+            "all",
+            "--suites",
+            "crows_pairs",
+            "--out",
+            "{tmp}/notes/eval",
+        ),
+        ("notes/eval", "Not a directory"),
+        {CROWS: CROWS_HEADER + CROWS_ROWS, "notes": "a file"},
+    ),
+    Case(
+        "score-out-is-a-folder",
+        score("--text", "hello"),
+        ("scores.jsonl", "it is a directory"),
+        {"scores.jsonl/kept.txt": "the user's file"},
+    ),
+    Case(
         "data-out-foreign-folder",
         (
             "data",
