@@ -1043,17 +1043,7 @@ RELIABILITY_CASES = [
     ),
     Case(
         "data-out-foreign-folder",
-        (
-            "data",
-            "build",
-            "sft",
-            "--source",
-            "rewrite_pairs",
-            "--path",
-            "{tmp}/pairs.csv",
-            "--out",
-            "{tmp}/photos",
-        ),
+        build("{tmp}/pairs.csv")[:-1] + ("{tmp}/photos",),
         ("photos", "not a safealign data build"),
         {"pairs.csv": GOOD_CSV, **FOREIGN},
     ),
