@@ -31,7 +31,7 @@ import torch
 from transformers import LogitsProcessor
 
 from alignment.errors import SafealignError
-from alignment.evaluation.engine import LoglikEngine, Scored, Tokens, _all
+from alignment.evaluation.engine import LoglikEngine, Scored, Tokens, all_greedy
 
 BASELINES = ("prompted", "self_debias")
 INSTRUCTION = (
@@ -152,7 +152,7 @@ class SelfDebiasEngine(LoglikEngine):
             targets = torch.tensor(cont, device=debiased.device)
             token_lps = torch.log(debiased.gather(-1, targets[:, None]).squeeze(-1)).tolist()
             greedy = (debiased.argmax(-1) == targets).tolist() if self.greedy else [None] * len(cont)
-            results[(ctx, cont)] = Scored(float(sum(token_lps)), tuple(token_lps), _all(greedy))
+            results[(ctx, cont)] = Scored(float(sum(token_lps)), tuple(token_lps), all_greedy(greedy))
             self.stats["scored_tokens"] += len(cont)
         if self.progress:
             self.progress(len(chunk))

@@ -69,9 +69,9 @@ def bare(model: Any, engine: LoglikEngine, encoded: list) -> None:
     items = sorted(set(encoded), key=lambda it: len(it[0]) + len(it[1]), reverse=True)
     lengths = [len(c) + len(t) - 1 for c, t in items]
     with torch.inference_mode():
-        for batch in engine._batches(lengths):
+        for batch in engine.batches(lengths):
             rows = [list(items[i][0] + items[i][1][:-1]) for i in batch]
-            ids, mask, _ = engine._pack(rows, left=engine.padding_side == "left")
+            ids, mask, _ = engine.pack(rows, left=engine.padding_side == "left")
             model(input_ids=ids.to(engine.device), attention_mask=mask.to(engine.device), use_cache=False)
 
 

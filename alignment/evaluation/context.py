@@ -69,6 +69,10 @@ class Services:
             self._cache["base"] = load_model(self.base_spec, device=self.device, dtype=self.dtype)
         return self._cache["base"]
 
+    def share_base(self, model: Any, tokenizer: Any) -> None:
+        """Use an already loaded model as the base (the evaluated model is its own base: no second copy)."""
+        self._cache["base"] = (model, tokenizer)
+
 
 def load_stereotype_classifier(path: str | None, device: str | None = None) -> Any:
     """Load the stereotype classifier from ``path`` (default: the reward module's default folder)."""

@@ -55,7 +55,7 @@ class Scored:
         return self.logprob / max(1, self.n_tokens)
 
 
-def _all(flags: Sequence[bool | None]) -> bool | None:
+def all_greedy(flags: Sequence[bool | None]) -> bool | None:
     """All true, or None when greedy matches were not tracked."""
     return None if any(f is None for f in flags) else all(flags)
 
@@ -247,7 +247,7 @@ class LoglikEngine:
             self._score_shared(shared, results)
         return [results[(tuple(c), tuple(t))] for c, t in encoded]
 
-    def _batches(self, lengths: list[int], extra: Callable[[int], int] | None = None) -> list[list[int]]:
+    def batches(self, lengths: list[int], extra: Callable[[int], int] | None = None) -> list[list[int]]:
         """Cut indices ``0..n-1`` (rows already sorted by decreasing length) into consecutive batches.
 
         Minimises padded tokens plus ``forward_overhead`` per forward pass (dynamic programming over
@@ -316,7 +316,8 @@ class LoglikEngine:
             return logprobs.tolist(), [None] * len(targets)
         return logprobs.tolist(), (logits.argmax(dim=-1) == targets).tolist()
 
-    def _pack(self, rows: list[list[int]], left: bool) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    def pack(self, rows: list[list[int]], left: bool) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """Pad token rows into ``(ids, attention mask, offsets)``; offsets say where each row starts."""
         width = max(len(r) for r in rows)
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -339,10 +340,10 @@ class LoglikEngine:
         """
         order = sorted(range(len(items)), key=lambda i: len(items[i][0]) + len(items[i][1]), reverse=True)
         lengths = [len(items[i][0]) + len(items[i][1]) - 1 for i in order]
-        for batch in self._batches(lengths):
+        for batch in self.batches(lengths):
             chosen = [order[j] for j in batch]
             rows = [list(items[i][0] + items[i][1][:-1]) for i in chosen]
-            ids, mask, offsets = self._pack(rows, left=self.padding_side == "left")
+            ids, mask, offsets = self.pack(rows, left=self.padding_side == "left")
             keep = torch.zeros_like(mask, dtype=torch.bool)
             targets = []
             for r, i in enumerate(chosen):
@@ -368,7 +369,7 @@ class LoglikEngine:
             for i in chosen:
                 n = len(items[i][1])
                 lp = logprobs[pos : pos + n]
-                results[items[i]] = Scored(float(sum(lp)), tuple(lp), _all(greedy[pos : pos + n]))
+                results[items[i]] = Scored(float(sum(lp)), tuple(lp), all_greedy(greedy[pos : pos + n]))
                 pos += n
             if self.progress:
                 self.progress(len(chosen))
@@ -376,11 +377,11 @@ class LoglikEngine:
     def _score_shared(self, groups: dict[Tokens, list[Tokens]], results: dict) -> None:
         """Contexts run once (left padded, cache kept); their continuations run on a copy of that cache."""
         contexts = sorted(groups, key=len, reverse=True)
-        for batch in self._batches([len(c) for c in contexts]):
+        for batch in self.batches([len(c) for c in contexts]):
             self._score_context_batch([contexts[i] for i in batch], groups, results)
 
     def _score_context_batch(self, batch_contexts: list[Tokens], groups: dict, results: dict) -> None:
-        ids, mask, _ = self._pack([list(c) for c in batch_contexts], left=True)
+        ids, mask, _ = self.pack([list(c) for c in batch_contexts], left=True)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         keep = torch.zeros_like(mask, dtype=torch.bool)
         keep[:, -1] = True
@@ -402,10 +403,10 @@ class LoglikEngine:
         tails = sorted((row for row in rows if len(row[2]) > 1), key=lambda row: len(row[2]), reverse=True)
         context_width = ids.shape[1]
         tail_logprobs: dict[tuple[Tokens, Tokens], tuple[list[float], list[bool]]] = {}
-        for part in self._batches([len(t[2]) - 1 for t in tails], extra=lambda n: n * context_width):
+        for part in self.batches([len(t[2]) - 1 for t in tails], extra=lambda n: n * context_width):
             chosen = [tails[i] for i in part]
             index = torch.tensor([r for r, _, _ in chosen], device=self.device)
-            tail_ids, tail_mask, _ = self._pack([list(cont[:-1]) for _, _, cont in chosen], left=False)
+            tail_ids, tail_mask, _ = self.pack([list(cont[:-1]) for _, _, cont in chosen], left=False)
             tail_ids, tail_mask = tail_ids.to(self.device), tail_mask.to(self.device)
             full_mask = torch.cat([mask.index_select(0, index), tail_mask], dim=1)
             start = mask.sum(-1).index_select(0, index)[:, None]
@@ -432,6 +433,6 @@ class LoglikEngine:
             lp0, g0 = first[(ctx, cont)]
             lps, gs = tail_logprobs.get((ctx, cont), ([], []))
             token_lps = (lp0, *lps)
-            results[(ctx, cont)] = Scored(float(sum(token_lps)), tuple(token_lps), _all([g0, *gs]))
+            results[(ctx, cont)] = Scored(float(sum(token_lps)), tuple(token_lps), all_greedy([g0, *gs]))
         if self.progress:
             self.progress(len(rows))

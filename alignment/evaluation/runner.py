@@ -258,7 +258,7 @@ def execute(
     load_s = time.perf_counter() - t_load
     check_finite_weights(model, model_spec)
     if services.base_spec == model_spec:
-        services._cache["base"] = (model, tokenizer)  # KL to itself: no second copy
+        services.share_base(model, tokenizer)
     torch.manual_seed(seed)
     baseline = get_baseline(config.baseline)
     engine = (baseline.engine if baseline is not None else LoglikEngine)(
