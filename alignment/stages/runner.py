@@ -1,4 +1,5 @@
-"""The driver both stages share: decide (skip/resume/start), load, train, evaluate, save, record."""
+"""The driver of the TRL stages (SFT, DPO, GRPO, RLOO): decide (skip/resume/start), load, train,
+evaluate, save, record."""
 
 from __future__ import annotations
 
