@@ -154,19 +154,22 @@ class StepRecorder(TrainerCallback):
 def first_non_finite(model: Any, trainable_only: bool = True) -> str | None:
     """The name of the first parameter holding NaN or inf (only trainable ones by default), or None.
 
-    One sum per parameter (NaN and inf propagate through it; weights so large that their sum overflows
-    count as broken too): a tenth of the time of an element-wise check, 0.07 s for a 135M model on one
-    CPU thread."""
+    One sum per parameter first (NaN and inf propagate through it): a tenth of the time of an
+    element-wise check, 0.07 s for a 135M model on one CPU thread. Only a parameter whose sum is not
+    finite is checked element by element, since large finite weights can overflow a sum."""
     import torch
 
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad or not trainable_only]
     if not params:
         return None
     with torch.no_grad():
-        finite = torch.isfinite(torch.stack([p.sum(dtype=torch.float32) for _, p in params]))
-        if bool(finite.all()):
+        sums = torch.isfinite(torch.stack([p.sum(dtype=torch.float32) for _, p in params]))
+        if bool(sums.all()):
             return None
-        return params[int((~finite).nonzero()[0])][0]
+        return next(
+            (n for (n, p), ok in zip(params, sums, strict=True) if not ok and not torch.isfinite(p).all()),
+            None,
+        )
 
 
 def probe_ids(tokenizer: Any) -> list[int]:

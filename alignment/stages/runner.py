@@ -442,13 +442,15 @@ def check_checkpoint_files(checkpoint: Path) -> None:
     import pickle
 
     import torch
+    from transformers.trainer_pt_utils import safe_globals  # numpy arrays and dtypes, as the trainer allows
 
     for file in sorted([*checkpoint.glob("*.pt"), *checkpoint.glob("*.pth")]):
         try:
-            try:
-                torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError:  # an old (non-zip) file cannot be mapped
-                torch.load(file, map_location="cpu", weights_only=True)
+            with safe_globals():
+                try:
+                    torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+                except RuntimeError:  # an old (non-zip) file cannot be mapped
+                    torch.load(file, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
             raise SafealignError(
                 f"{file}: refused to load: it holds Python objects, not only tensors (a checkpoint safealign "
