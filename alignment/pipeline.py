@@ -32,7 +32,6 @@ scratch) a stage whose upstream changed.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import re
 import shutil
@@ -52,10 +51,10 @@ from alignment.evaluation.config import EvalConfig
 from alignment.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_json
 from alignment.paths import runs_dir
 from alignment.report import ReportConfig, print_report, write_report
+from alignment.stages.registry import STAGES, stage_entry
 
 PIPELINE_FILE = "pipeline.json"
 DEFAULT_PRESET = "pipeline"  # sized so a 1.5-point paired change in retention is detectable (docs/metrics.md)
-STAGE_TYPES = ("sft", "dpo", "ppo", "grpo", "rloo")
 BASE = "base"
 
 
@@ -90,14 +89,14 @@ class StagePlan:
     """One training stage of the pipeline."""
 
     name: str = field(metadata={"help": "stage name (column in the report, folder in the run dir)"})
-    type: str = field(metadata={"help": f"stage type: {', '.join(STAGE_TYPES)}"})
+    type: str = field(metadata={"help": f"stage type: {', '.join(STAGES)}"})
     dataset: str = field(default="", metadata={"help": "a key of `data`, or a built dataset directory"})
     config: dict[str, Any] = field(default_factory=dict, metadata={"help": "stage config fields"})
 
     def __post_init__(self) -> None:
-        if self.type not in STAGE_TYPES:
+        if self.type not in STAGES:
             raise ValueError(
-                f"stage {self.name!r}: type {self.type!r} is not one of {', '.join(STAGE_TYPES)}"
+                f"stage {self.name!r}: type {self.type!r} is not one of {', '.join(STAGES)}"
             )
         if self.name == BASE or not self.name.replace("_", "").replace("-", "").isalnum():
             raise ValueError(f"stage name {self.name!r} must be alphanumeric (with - or _) and not 'base'")
@@ -230,12 +229,6 @@ def load_pipeline(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         else:
             raw[key] = value
     return parse_pipeline(raw, str(path))
-
-
-def stage_module(kind: str) -> tuple[type, Any]:
-    """``(ConfigClass, run_function)`` of a stage type, e.g. ``(SFTStageConfig, run_sft)``."""
-    module = importlib.import_module(f"alignment.stages.{kind}")
-    return getattr(module, f"{kind.upper()}StageConfig"), getattr(module, f"run_{kind}")
 
 
 class PipelineState:
@@ -458,6 +451,8 @@ class Pipeline:
             "evals", name, f"eval {name}", "eval", "--model", model, "--config", config_file, "--out", out
         )
         self.state.set("evals", name, status="completed")
+        if shared is not None:
+            copy_dir(out, shared)
         return load_results(out)
 
     # -- stages -------------------------------------------------------------------------------------------
@@ -494,7 +489,7 @@ class Pipeline:
 
     def stage_config(self, stage: StagePlan, model: str, dataset: str, classifier: str | None) -> Any:
         """A stage's config: recipe settings, the pipeline's seed and reward, the model it starts from."""
-        config_cls, _ = stage_module(stage.type)
+        config_cls, _ = stage_entry(stage.type)
         values = {"seed": self.cfg.seed, **stage.config, "model": model, "resume": True, "force": False}
         if dataset:
             values["dataset"] = dataset

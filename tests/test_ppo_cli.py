@@ -193,10 +193,10 @@ def test_trl_online_config_validation():
     ),
 )
 def test_rl_recipes_parse(recipe):
-    from alignment.cli.train_cmd import stage_functions
     from alignment.config import parse_config
+    from alignment.stages.registry import stage_entry
 
     stage = Path(recipe).stem.split("-")[0]
-    config_cls, _ = stage_functions(stage)
+    config_cls, _ = stage_entry(stage)
     (config,) = parse_config(config_cls, ["--config", recipe])
     assert config.reward is not None and config.dataset

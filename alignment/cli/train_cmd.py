@@ -1,4 +1,4 @@
-"""``safealign train sft|dpo --config recipe.yaml [--flag value ...]``: run one training stage."""
+"""``safealign train STAGE --config recipe.yaml [--flag value ...]``: run one training stage."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from pathlib import Path
 from rich.table import Table
 
 from alignment.cli.console import out
-
-STAGES = ("sft", "dpo", "ppo", "grpo", "rloo")
+from alignment.stages.registry import STAGES, stage_entry
 
 DESCRIPTION = """\
 Train one stage. Settings come from the recipe (--config) and are overridden by flags named like its
@@ -24,7 +23,7 @@ recipes/accelerate/ddp.yaml -m alignment train sft ...` (see docs/recipes.md).
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="run a training stage (sft, dpo, ppo, grpo, rloo) from a YAML recipe and flags",
+        help=f"run a training stage ({', '.join(STAGES)}) from a YAML recipe and flags",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -33,22 +32,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "options", nargs=argparse.REMAINDER, help="--config FILE.yaml and --key value overrides"
     )
     parser.set_defaults(func=run)
-
-
-def stage_functions(stage: str):
-    """The config class and run function of a stage."""
-    if stage in ("ppo", "grpo", "rloo"):
-        import importlib
-
-        module = importlib.import_module(f"alignment.stages.{stage}")
-        return getattr(module, f"{stage.upper()}StageConfig"), getattr(module, f"run_{stage}")
-    if stage == "sft":
-        from alignment.stages.sft import SFTStageConfig, run_sft
-
-        return SFTStageConfig, run_sft
-    from alignment.stages.dpo import DPOStageConfig, run_dpo
-
-    return DPOStageConfig, run_dpo
 
 
 def summary_table(stage_file: Path) -> Table:
@@ -100,7 +83,7 @@ def summary_table(stage_file: Path) -> Table:
 def run(args: argparse.Namespace) -> int:
     from alignment.config import parse_config
 
-    config_cls, run_stage = stage_functions(args.stage)
+    config_cls, run_stage = stage_entry(args.stage)
     (config,) = parse_config(
         config_cls,
         args.options,

@@ -2,7 +2,7 @@
 
 A prompt dataset has a ``prompt`` column (a string, or a conversation of ``{role, content}``
 messages) and any metadata columns (``source``, ``group``, ...), which reach the reward functions as
-keyword arguments. Importing this module registers the ``prompt`` kind with the stage data loader.
+keyword arguments. The stage data loader (:mod:`alignment.stages.data`) checks the ``prompt`` column.
 """
 
 from __future__ import annotations
@@ -10,9 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from alignment.rl.prompts import render_prompt
-from alignment.stages.data import ACCEPTED_COLUMNS
-
-ACCEPTED_COLUMNS.setdefault("prompt", (("prompt",),))
 
 
 def as_conversation(prompt: Any, system: str | None = None) -> list[dict[str, str]]:
