@@ -8,7 +8,8 @@ from typing import Any
 from alignment.report.compare import Cell, MetricRow, distance_to_goal
 
 
-def _figure(width: float = 6.4, height: float = 4.0, ncols: int = 1):
+def new_figure(width: float = 6.4, height: float = 4.0, ncols: int = 1):
+    """A figure with one row of ``ncols`` axes (headless backend), as ``(fig, axes[1][ncols])``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -17,7 +18,8 @@ def _figure(width: float = 6.4, height: float = 4.0, ncols: int = 1):
     return plt.subplots(1, ncols, figsize=(width, height), dpi=110, squeeze=False)
 
 
-def _png(fig) -> bytes:
+def to_png(fig) -> bytes:
+    """The figure as PNG bytes (tight layout); the figure is closed."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -61,7 +63,7 @@ def tradeoff_plot(rows: list[MetricRow], stages: list[str]) -> bytes | None:
     points = tradeoff_points(rows, stages)
     if len(points) < 1:
         return None
-    fig, axes = _figure()
+    fig, axes = new_figure()
     ax = axes[0][0]
     xs = [points[s][0] for s in stages if s in points]
     ys = [points[s][1] for s in stages if s in points]
@@ -74,7 +76,7 @@ def tradeoff_plot(rows: list[MetricRow], stages: list[str]) -> bytes | None:
     ax.set_xlabel("bias index: distance to ideal relative to base (lower is better)")
     ax.set_ylabel("capability score: mean of capability metrics (%)")
     ax.set_title("Bias vs retention by stage")
-    return _png(fig)
+    return to_png(fig)
 
 
 def category_bars(
@@ -85,7 +87,7 @@ def category_bars(
         return None
     categories = sorted(cells)
     shown = [s for s in stages if any(s in cells[c] for c in categories)]
-    fig, axes = _figure(max(6.4, 0.35 * len(categories) * max(1, len(shown)) + 2), 4.2)
+    fig, axes = new_figure(max(6.4, 0.35 * len(categories) * max(1, len(shown)) + 2), 4.2)
     ax = axes[0][0]
     width = 0.8 / max(1, len(shown))
     for i, stage in enumerate(shown):
@@ -106,7 +108,7 @@ def category_bars(
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return to_png(fig)
 
 
 CURVE_PANELS = (
@@ -131,11 +133,11 @@ def training_curves(stage_records: dict[str, dict[str, Any]]) -> bytes | None:
     panels = [(key, label) for key, label in CURVE_PANELS if key in series]
     if not panels:
         return None
-    fig, axes = _figure(4.0 * len(panels), 3.4, ncols=len(panels))
+    fig, axes = new_figure(4.0 * len(panels), 3.4, ncols=len(panels))
     for ax, (key, label) in zip(axes[0], panels, strict=True):
         for stage, (xs, ys) in series[key].items():
             ax.plot(xs, ys, label=stage)
         ax.set_title(label)
         ax.set_xlabel("step")
         ax.legend(fontsize=8)
-    return _png(fig)
+    return to_png(fig)
