@@ -96,19 +96,33 @@ eval: ## evaluate MODEL on bias and retention suites: make eval MODEL=... [PRESE
 bench-eval: ## sentences/s of the evaluation engine vs a one-sentence loop and a bare batched forward (JSON)
 	$(BENCH_RUN) -m alignment.evaluation.bench --model $(MODEL) --out bench/results/eval.json
 
-# ---- the main job (docs/pipeline.md): make pipeline [MODEL=...] [PRESET=quick|standard] [RUN_NAME=...]
-# Recipe: recipes/$(MODEL)/pipeline.yaml, else the SmolLM2 one with MODEL as the base model.
+# ---- the main job (docs/pipeline.md): make pipeline [MODEL=...] [PRESET=pipeline|quick|standard] [RUN_NAME=...]
+# Recipe: recipes/$(MODEL)/pipeline.yaml, else the SmolLM2 one with MODEL as the base model. The recipe's
+# evaluation preset (`pipeline`) is used unless PRESET is given on the command line or in the environment.
+# THREADS=N fixes the torch threads of every step (default: the cores not busy when each step starts).
 PIPELINE_RECIPE = $(firstword $(wildcard recipes/$(MODEL)/pipeline.yaml) recipes/smollm2-135m-instruct/pipeline.yaml)
-RUN_NAME ?= pipeline-$(notdir $(MODEL))-$(PRESET)
+PIPELINE_PRESET = $(if $(filter command line environment,$(origin PRESET)),$(PRESET))
+RUN_NAME ?= pipeline-$(notdir $(MODEL))$(if $(PIPELINE_PRESET),-$(PIPELINE_PRESET))
+THREADS ?=
 PIPELINE_ARGS ?=
+STEP_ARGS = $(if $(THREADS),--threads $(THREADS))
 
-.PHONY: pipeline report
+.PHONY: pipeline report results
 
-pipeline: ## SFT -> DPO -> PPO with evaluation of base and every stage, and the report: make pipeline [MODEL=...] [PRESET=standard]
-	$(PY) -m alignment pipeline --config $(PIPELINE_RECIPE) --model $(MODEL) --preset $(PRESET) --name $(RUN_NAME) $(PIPELINE_ARGS)
+pipeline: ## data, base eval, SFT -> DPO -> PPO with an evaluation of each, and the report: make pipeline [MODEL=...] [PRESET=standard] [THREADS=2]
+	$(PY) -m alignment pipeline --config $(PIPELINE_RECIPE) --model $(MODEL) $(if $(PIPELINE_PRESET),--preset $(PIPELINE_PRESET)) \
+		--name $(RUN_NAME) $(STEP_ARGS) $(PIPELINE_ARGS)
 
 report: ## rebuild a pipeline run's report: make report [RUN_NAME=...]
 	$(PY) -m alignment report $${SAFEALIGN_RUNS:-runs}/$(RUN_NAME)
+
+# ---- the ablation (docs/results.md): every recipe of recipes/$(MODEL)/ablation.yaml as a pipeline run;
+# writes docs/results.md, docs/results.json and docs/results.png. RESULTS_SPLIT=validation|heldout.
+ABLATION = $(firstword $(wildcard recipes/$(MODEL)/ablation.yaml) recipes/smollm2-135m-instruct/ablation.yaml)
+RESULTS_SPLIT ?=
+
+results: ## run the recipe ablation and write docs/results.md (+ .json, .png): make results [RESULTS_SPLIT=heldout] [THREADS=2]
+	$(PY) -m alignment results --config $(ABLATION) $(if $(RESULTS_SPLIT),--split $(RESULTS_SPLIT)) $(STEP_ARGS)
 
 # ---- reward (docs/rewards.md): make stereotype-classifier [STEREO_MODE=head|full] [STEREO_OUT=dir]
 STEREO_MODE ?= head

@@ -24,6 +24,7 @@ COMMANDS = (
     "alignment.cli.train_cmd",
     "alignment.cli.data_cmd",
     "alignment.cli.pipeline_cmd",
+    "alignment.cli.results_cmd",
     "alignment.cli.reward_cmd",
     "alignment.cli.eval_cmd",
     "alignment.cli.export_cmd",

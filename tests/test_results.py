@@ -1,0 +1,152 @@
+"""``safealign results``: an ablation of pipeline recipes on tiny-random, and its pieces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from alignment.errors import SafealignError
+from alignment.results import RecipeEntry, load_ablation, recipe_mapping, tradeoff
+
+STAGE = {"per_device_train_batch_size": 4, "max_length": 512, "save_steps": 2, "logging_steps": 1}
+BASE_RECIPE = {
+    "name": "unused",
+    "model": "tiny-random",
+    "seed": 0,
+    "split": {"test_fraction": 0.2, "val_fraction": 0.2, "seed": 0},
+    "data": {
+        "rewrites": {"kind": "sft", "source": "rewrite_pairs", "limit": 32},
+        "pairs": {"kind": "preference", "source": "crows_pairs", "strategy": "parity", "limit": 48},
+    },
+    "stages": [
+        {"name": "sft", "type": "sft", "dataset": "rewrites", "config": {**STAGE, "max_steps": 2}},
+        {
+            "name": "dpo",
+            "type": "dpo",
+            "dataset": "pairs",
+            "config": {**STAGE, "max_steps": 2, "loss_type": "parity"},
+        },
+    ],
+    "evaluation": {"preset": "quick", "limit": 6, "suites": ["crows_pairs", "hellaswag"]},
+}
+RECIPES = [
+    {"name": "sft-only", "stages": ["sft"]},
+    {
+        "name": "dpo-neutral",
+        "stages": ["dpo"],
+        "data": {"pairs": {"strategy": "neutral_over_more"}},
+        "config": {"dpo": {"loss_type": "sigmoid"}},
+    },
+]
+
+
+def ablation_file(tmp_path: Path, recipes: list[dict] = RECIPES) -> Path:
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(BASE_RECIPE))
+    path = tmp_path / "ablation.yaml"
+    ablation = {"name": "abl", "pipeline": "pipeline.yaml", "out": "docs/results", "recipes": recipes}
+    path.write_text(yaml.safe_dump(ablation))
+    return path
+
+
+def test_a_recipe_keeps_its_stages_and_merges_its_edits():
+    entry = RecipeEntry(**RECIPES[1])
+    raw = recipe_mapping(BASE_RECIPE, entry, "abl-dpo-neutral", "here")
+    assert raw["name"] == "abl-dpo-neutral" and [s["name"] for s in raw["stages"]] == ["dpo"]
+    assert raw["stages"][0]["config"] == {**STAGE, "max_steps": 2, "loss_type": "sigmoid"}
+    assert raw["data"] == {"pairs": {**BASE_RECIPE["data"]["pairs"], "strategy": "neutral_over_more"}}
+    assert BASE_RECIPE["data"]["pairs"]["strategy"] == "parity"  # the base recipe is not modified
+    whole = recipe_mapping(BASE_RECIPE, RecipeEntry(name="all"), "abl-all", "here")
+    assert [s["name"] for s in whole["stages"]] == ["sft", "dpo"] and set(whole["data"]) == {
+        "rewrites",
+        "pairs",
+    }
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"name": "x", "stages": ["ppo"]}, r"here: unknown stage\(s\) ppo"),
+        ({"name": "x", "config": {"ppo": {"beta": 1}}}, r"here: unknown stage\(s\) ppo"),
+        ({"name": "x", "data": {"prompts": {"limit": 3}}}, "here: data key 'prompts' is not in the pipeline"),
+    ],
+)
+def test_a_recipe_naming_what_the_pipeline_lacks_is_refused(entry, message):
+    with pytest.raises(SafealignError, match=message):
+        recipe_mapping(BASE_RECIPE, RecipeEntry(**entry), "abl-x", "here")
+
+
+def test_ablation_files_are_checked(tmp_path):
+    cfg, entries = load_ablation(ablation_file(tmp_path), split="heldout")
+    assert cfg.split == "heldout" and [e.name for e in entries] == ["sft-only", "dpo-neutral"]
+    assert cfg.out == str((tmp_path / "docs" / "results").resolve())
+    with pytest.raises(SafealignError, match="distinct names"):
+        load_ablation(ablation_file(tmp_path, RECIPES + [RECIPES[0]]))
+    with pytest.raises(SafealignError, match="split must be validation or heldout"):
+        load_ablation(ablation_file(tmp_path), split="train")
+
+
+def test_tradeoff_point_of_a_recipe():
+    def row(kind, goal, base, value, capability=False):
+        return {
+            "kind": kind,
+            "goal": goal,
+            "base": base,
+            "value": value,
+            "capability_check": capability,
+            "delta": {"value": value - base},
+        }
+
+    record = {
+        "rows": [
+            row("bias", 50.0, 60.0, 55.0),  # distance 10 -> 5: 0.5
+            row("bias", "lower", 20.0, 25.0),  # 25% worse: 1.25
+            row("retention", "higher", 40.0, 39.0, capability=True),  # -1 point
+            row("retention", "higher", 30.0, 33.0, capability=True),  # +3 points
+            row("retention", "lower", 10.0, 12.0),  # not a capability metric: ignored
+        ]
+    }
+    x, y = tradeoff(record)
+    assert x == pytest.approx((0.5 + 1.25) / 2) and y == pytest.approx((-1 + 3) / 2)
+    assert tradeoff({"rows": record["rows"][:2]}) is None  # no capability metric, no point
+
+
+@pytest.mark.slow
+def test_two_recipe_ablation_on_tiny_random(data_dir, tmp_path, cli, monkeypatch):
+    path = ablation_file(tmp_path)
+    runs = tmp_path / "runs"
+    result = cli("results", "--config", path, "--runs-dir", runs, "--threads", "1")
+    assert result.code == 0, result.err[-3000:]
+    record = json.loads((tmp_path / "docs" / "results.json").read_text())
+    assert record["split"] == "validation"
+    assert [r["name"] for r in record["recipes"]] == ["sft-only", "dpo-neutral"]
+    for recipe, stage in zip(record["recipes"], ["sft", "dpo"], strict=True):
+        assert recipe["final_stage"] == stage and recipe["wall_time_s"] > 0
+        metrics = {(r["suite"], r["metric"]): r for r in recipe["rows"]}
+        crows = metrics[("crows_pairs", "pct_stereotype")]
+        assert crows["delta"]["ci95"] is not None and crows["delta"]["method"]
+        results = json.loads((runs / f"abl-{recipe['name']}" / "eval" / stage / "results.json").read_text())
+        assert results["split"]["mode"] == "validation"
+        assert results["suites"]["crows_pairs"]["split"] == "validation"
+    # the base model was evaluated once: the second recipe copied the first one's evaluation
+    second = json.loads((runs / "abl-dpo-neutral" / "pipeline.json").read_text())
+    assert "copied_from" in second["evals"]["base"]
+    first_base = json.loads((runs / "abl-sft-only" / "eval" / "base" / "results.json").read_text())
+    second_base = json.loads((runs / "abl-dpo-neutral" / "eval" / "base" / "results.json").read_text())
+    assert first_base["metrics"] == second_base["metrics"]
+    page = (tmp_path / "docs" / "results.md").read_text()
+    assert "| sft-only | sft |" in page and "| dpo-neutral | dpo |" in page and "validation split" in page
+    assert (tmp_path / "docs" / "results.png").read_bytes()[:4] == b"\x89PNG"
+
+    # A rerun does no work and writes the same record.
+    import alignment.pipeline
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError(f"a finished step was redone: {args}")
+
+    monkeypatch.setattr(alignment.pipeline, "run_safealign", forbidden)
+    again = cli("results", "--config", path, "--runs-dir", runs)
+    assert again.code == 0, again.err[-3000:]
+    assert json.loads((tmp_path / "docs" / "results.json").read_text())["recipes"] == record["recipes"]
