@@ -17,8 +17,7 @@ import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -135,30 +134,6 @@ def time_alternating(
     return wall, cpu
 
 
-@contextmanager
-def captured_step_times() -> Iterator[list[list[float]]]:
-    """Collect the per-step durations of every training stage run inside the block.
-
-    The stages time optimizer steps with :class:`alignment.stages.progress.StepRecorder`; inside this
-    block each recorder created appends its ``durations`` list (filled as the run goes) to the yielded
-    list, so a benchmark gets every step time, not just the stage's summary.
-    """
-    from alignment.stages.progress import StepRecorder
-
-    runs: list[list[float]] = []
-    original = StepRecorder.__init__
-
-    def init(self: Any, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        runs.append(self.durations)
-
-    StepRecorder.__init__ = init
-    try:
-        yield runs
-    finally:
-        StepRecorder.__init__ = original
-
-
 def make_record(
     name: str,
     variants: Mapping[str, Mapping[str, Any]],
@@ -215,7 +190,7 @@ def print_record(record: Mapping[str, Any], title: str | None = None, console: A
     from rich.table import Table
 
     if console is None:
-        from alignment.cli.console import out as console
+        from alignment.console import out as console
     m = record["machine"]
     unit = record.get("unit", "s")
     caption = f"{m['cpu_model']}, {m['cores']} cores, {m['ram_gb']} GiB, torch threads {m['torch_threads']}"
@@ -243,7 +218,7 @@ def print_record(record: Mapping[str, Any], title: str | None = None, console: A
 
 def finish(record: Mapping[str, Any], path: str | Path | None = None, title: str | None = None) -> Path:
     """Print the record's table and write it; returns where it was written."""
-    from alignment.cli.console import out
+    from alignment.console import out
 
     print_record(record, title=title)
     target = write_record(record, path)

@@ -1,4 +1,4 @@
-"""Rich consoles shared by commands: tables and progress on stderr, results on stdout."""
+"""Rich consoles for every module that prints: tables and progress on stderr, results on stdout."""
 
 from rich.console import Console
 

@@ -95,9 +95,7 @@ class StagePlan:
 
     def __post_init__(self) -> None:
         if self.type not in STAGES:
-            raise ValueError(
-                f"stage {self.name!r}: type {self.type!r} is not one of {', '.join(STAGES)}"
-            )
+            raise ValueError(f"stage {self.name!r}: type {self.type!r} is not one of {', '.join(STAGES)}")
         if self.name == BASE or not self.name.replace("_", "").replace("-", "").isalnum():
             raise ValueError(f"stage name {self.name!r} must be alphanumeric (with - or _) and not 'base'")
 
@@ -288,7 +286,7 @@ def with_classifier(spec: Any, classifier: str | None) -> Any:
 
 
 def say(message: str) -> None:
-    from alignment.cli.console import err
+    from alignment.console import err
 
     err.print(message)
 

@@ -134,7 +134,7 @@ def run_benchmark(
 ) -> dict[str, Any]:
     """The ``memory`` benchmark record: peak RSS (MB) per measurement, and LoRA / full ratios."""
     from alignment.benchmark import make_record, ratio, summarize
-    from alignment.cli.console import err
+    from alignment.console import err
 
     python = sys.executable
     jobs: dict[str, list[str]] = {"load": ["load", "full"]}

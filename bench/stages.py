@@ -68,9 +68,9 @@ def write_datasets(root: Path, rows: int = 256) -> dict[str, str]:
 
 def ours(stage: str, model: str, dataset: str, out: Path, settings: dict[str, Any]) -> list[float]:
     """Run the safealign stage; returns its per-step durations."""
-    from alignment.benchmark import captured_step_times
+    from alignment.stages.progress import collecting_step_times
 
-    with captured_step_times() as recorded:
+    with collecting_step_times() as recorded:
         if stage == "sft":
             from alignment.stages.sft import SFTStageConfig, run_sft
 

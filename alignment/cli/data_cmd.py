@@ -11,8 +11,8 @@ from typing import Any
 
 from rich.table import Table
 
-from alignment.cli.console import err, out
 from alignment.config import Once, check_keys, from_dict, load_yaml
+from alignment.console import err, out
 from alignment.errors import SafealignError
 
 KIND_HELP = "sft (rewrite instructions), preference (prompt/chosen/rejected) or prompts (RL prompt pool)"

@@ -8,7 +8,7 @@ import os
 
 from rich.table import Table
 
-from alignment.cli.console import out
+from alignment.console import out
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

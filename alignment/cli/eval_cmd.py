@@ -10,8 +10,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from alignment.cli.console import err, out
 from alignment.config import Once, add_dataclass_flags, config_from_args
+from alignment.console import err, out
 from alignment.evaluation.config import EvalConfig
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from alignment.cli.console import err
+from alignment.console import err
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

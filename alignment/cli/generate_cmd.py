@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from alignment.cli.console import err, out
+from alignment.console import err, out
 from alignment.errors import SafealignError
 
 

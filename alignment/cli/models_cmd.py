@@ -6,7 +6,7 @@ import argparse
 
 from rich.table import Table
 
-from alignment.cli.console import err, out
+from alignment.console import err, out
 from alignment.models import ALIASES, PACKAGED, resolve_model
 
 

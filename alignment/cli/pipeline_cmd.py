@@ -61,7 +61,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from alignment.cli.console import out
+    from alignment.console import out
     from alignment.pipeline import rebuild_report
     from alignment.report import print_report
 

@@ -10,8 +10,8 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from alignment.cli.console import err, out
 from alignment.config import Once, add_dataclass_flags, config_from_args, parse_yaml
+from alignment.console import err, out
 from alignment.errors import SafealignError, where
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from alignment.cli.console import out
+from alignment.console import out
 from alignment.stages.registry import STAGES, stage_entry
 
 DESCRIPTION = """\

@@ -56,7 +56,7 @@ def _progress_bars(enabled: bool) -> Iterator[Callable[[str, int], Callable[[int
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from alignment.cli.console import err
+    from alignment.console import err
 
     with Progress(
         TextColumn("{task.description}"),

@@ -193,7 +193,7 @@ def write_report(
 
 def print_report(report: dict[str, Any]) -> None:
     """The comparison table and verdicts in the terminal."""
-    from alignment.cli.console import out
+    from alignment.console import out
 
     out.print(render.rich_table(report["_rows"], report["stages"], f"safealign: {report['name']}"))
     for stage, v in report["verdicts"].items():

@@ -64,9 +64,10 @@ def run_benchmark(
     methods: tuple[str, ...] = ("ppo_matched", "ppo_recipe", "grpo", "rloo"),
 ) -> dict[str, Any]:
     """Time each method on the same model and batch shape; returns the ``rl`` benchmark record."""
-    from alignment.benchmark import captured_step_times, make_record, ratio, summarize
+    from alignment.benchmark import make_record, ratio, summarize
     from alignment.stages.grpo import GRPOStageConfig, run_grpo
     from alignment.stages.ppo import PPOStageConfig, run_ppo
+    from alignment.stages.progress import collecting_step_times
     from alignment.stages.rloo import RLOOStageConfig, run_rloo
 
     shared = dict(
@@ -116,7 +117,7 @@ def run_benchmark(
                     num_generations=generations,
                     ppo_epochs=1,
                 )
-                with captured_step_times() as recorded:
+                with collecting_step_times() as recorded:
                     run(cfg, out)
                 lengths = _trl_lengths(out)
                 times = recorded[-1]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from transformers import TrainerCallback
@@ -64,7 +65,7 @@ class RichProgress(TrainerCallback):
     """
 
     def __init__(self, description: str, console: Any = None) -> None:
-        from alignment.cli.console import err
+        from alignment.console import err
 
         self.description = description
         self.console = console or err
@@ -114,12 +115,33 @@ class RichProgress(TrainerCallback):
             self.progress = None
 
 
+# Lists open in :func:`collecting_step_times`: every StepRecorder adds its ``durations`` to each.
+STEP_TIME_COLLECTORS: list[list[list[float]]] = []
+
+
+@contextmanager
+def collecting_step_times() -> Iterator[list[list[float]]]:
+    """Collect the per-step durations of every training stage run inside the block.
+
+    Each :class:`StepRecorder` created in the block appends its ``durations`` list (filled as the run
+    goes) to the yielded list, so a benchmark gets every step time, not just the stage's summary.
+    """
+    runs: list[list[float]] = []
+    STEP_TIME_COLLECTORS.append(runs)
+    try:
+        yield runs
+    finally:
+        STEP_TIME_COLLECTORS.remove(runs)
+
+
 class StepRecorder(TrainerCallback):
     """Times each optimizer step and calls ``on_checkpoint(step)`` after every checkpoint save."""
 
     def __init__(self, on_checkpoint: Callable[[int], None] | None = None) -> None:
         self.on_checkpoint = on_checkpoint
         self.durations: list[float] = []
+        for runs in STEP_TIME_COLLECTORS:
+            runs.append(self.durations)
         self.start_step: int | None = None
         self._t0 = 0.0
 

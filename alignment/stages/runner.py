@@ -252,7 +252,7 @@ def check_rows_kept(prepared: Any, data: StageData, max_length: int) -> int:
             f"at max_length={max_length} (the prompt alone is that long): raise max_length"
         )
     if kept < data.info["train_rows"]:
-        from alignment.cli.console import err
+        from alignment.console import err
 
         err.print(
             f"[yellow]warning[/]: {data.info['train_rows'] - kept} of {data.info['train_rows']} training "
@@ -302,7 +302,7 @@ def locked_stage_dir(sd: StageDir, is_main: bool) -> Iterator[None]:
 
 
 def _run_locked(spec: StageSpec, cfg: StageConfig, sd: StageDir, precision: Precision, state: Any) -> Path:
-    from alignment.cli.console import err
+    from alignment.console import err
 
     is_main = state.is_main_process
     chash = config_hash(cfg)

@@ -38,7 +38,7 @@ class LiveLog:
     """A progress bar over PPO iterations with a live table of the latest logged steps (main process)."""
 
     def __init__(self, title: str, total: int, done: int, enabled: bool, keep: int = 8) -> None:
-        from alignment.cli.console import err
+        from alignment.console import err
 
         self.console = err
         self.enabled = enabled

@@ -106,7 +106,7 @@ def _run_locked(
     trackers: list[str],
     reward_fn: RewardFn | None,
 ) -> Path:
-    from alignment.cli.console import err
+    from alignment.console import err
 
     is_main = accelerator.is_main_process
     chash, hashed = config_hash(cfg), cfg.hashed_items()
