@@ -2,8 +2,11 @@
 
 A command declares one or more dataclasses whose fields carry defaults and ``metadata={"help": ...}``.
 :func:`parse_config` reads ``--config recipe.yaml`` (its keys must be field names), checks the YAML
-values against the field types, then lets transformers' ``HfArgumentParser`` apply the flags, so
-``--config recipe.yaml --learning_rate 1e-5`` means "the recipe, with this learning rate".
+values against the field types, then applies the flags that :func:`add_dataclass_flags` makes from the
+same fields, so ``--config recipe.yaml --learning-rate 1e-5`` means "the recipe, with this learning
+rate". Every command that takes a config dataclass gets its flags from that one helper: ``--key-name``
+(or ``--key_name``), booleans as ``--flag`` / ``--flag false`` / ``--no-flag``, lists as values after
+one flag.
 Unknown keys and wrongly typed values stop with one line naming the file and the key.
 """
 
@@ -263,76 +266,119 @@ def parse_config(
 ) -> tuple:
     """Parse ``[--config FILE.yaml] [--field value ...]`` into instances of ``dataclass_types``.
 
-    Precedence: field default < YAML value < command-line flag. Returns a tuple with one instance
-    per dataclass (a dataclass' ``__post_init__`` may validate and raise ``ValueError``, which becomes
-    a clear one-line error).
+    Precedence: field default < YAML value < command-line flag; the flags are those of
+    :func:`add_dataclass_flags`. Returns a tuple with one instance per dataclass (a dataclass'
+    ``__post_init__`` may validate and raise ``ValueError``, which becomes a clear one-line error).
     """
-    from transformers import HfArgumentParser
-
     if not isinstance(dataclass_types, tuple):
         dataclass_types = (dataclass_types,)
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", action="append")
-    known, rest = pre.parse_known_args(args)
-    if known.config and len(known.config) > 1:
-        raise SafealignError(
-            f"--config given {len(known.config)} times ({', '.join(known.config)}): pass one recipe and "
-            "override single keys with flags"
-        )
-    known.config = known.config[0] if known.config else None
-    yaml_values = {}
-    if known.config:
-        yaml_values = check_keys(load_yaml(known.config), dataclass_types, str(known.config))
-
-    parser = HfArgumentParser(dataclass_types, prog=prog, description=description)
-    parser.add_argument("--config", metavar="FILE.yaml", help="YAML recipe whose keys are the flags below")
-    parser.set_defaults(**yaml_values)
-    namespace = parser.parse_args(rest)
-    values = vars(namespace)
-    values.pop("config", None)
-    source = str(known.config) if known.config else "command line"
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument(
+        "--config", action=Once, metavar="FILE.yaml", help="YAML recipe whose keys are the flags below"
+    )
+    for dataclass_type in dataclass_types:
+        add_dataclass_flags(parser, dataclass_type)
+    namespace = parser.parse_args(args)
+    config = namespace.config
+    values = check_keys(load_yaml(config), dataclass_types, config) if config else {}
+    values.update(check_keys(flag_values(namespace), dataclass_types, "command line"))
+    source = f"{config} + command line" if config else "command line"
     return tuple(_instantiate(dc, values, source) for dc in dataclass_types)
 
 
 # ---- command-line flags generated from a config dataclass -----------------------------------------------
 
+FLAG_PREFIX = "cfg_"  # namespace attributes of dataclass flags, so they never clash with a command's own
 
-def _flag_type(tp: Any) -> Any:
-    base = tp
+
+def parse_bool(text: str) -> bool:
+    """A flag's boolean value.
+
+    >>> parse_bool("Yes"), parse_bool("0")
+    (True, False)
+    """
+    words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+    if text.lower() not in words:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return words[text.lower()]
+
+
+class CommaList(argparse.Action):
+    """The values after one flag, each also split at commas: ``--suites a b`` and ``--suites a,b`` agree."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        setattr(
+            namespace,
+            self.dest,
+            [part.strip() for value in values for part in value.split(",") if part.strip()],
+        )
+
+
+def flag_kwargs(tp: Any) -> dict[str, Any]:
+    """argparse settings for a field of type ``tp``: booleans take an optional value (``--flag`` alone is
+    true), lists one or more values (strings also split at commas), literals their choices; other
+    values are checked later.
+
+    >>> flag_kwargs(int | None)
+    {'type': <class 'int'>}
+    >>> flag_kwargs(list[str])["nargs"]
+    '+'
+    """
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        base = next(a for a in typing.get_args(tp) if a is not type(None))
-    if base is bool:
-        return lambda v: {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}[
-            v.lower()
-        ]
-    return base if base in (int, float) else str
+        options = [a for a in typing.get_args(tp) if a is not type(None)]
+        tp = options[0] if len(options) == 1 else str
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return {"type": parse_bool, "nargs": "?", "const": True, "metavar": "BOOL"}
+    if origin in (list, tuple):
+        item = (typing.get_args(tp) or (str,))[0]
+        if item in (int, float):
+            return {"type": item, "nargs": "+"}
+        return {"nargs": "+", "action": CommaList}
+    if origin is Literal:
+        return {"choices": typing.get_args(tp)}
+    return {"type": tp if tp in (int, float) else str}
 
 
 def add_dataclass_flags(
     parser: argparse.ArgumentParser, dataclass_type: type, skip: tuple[str, ...] = ()
 ) -> None:
-    """One ``--field`` (also ``--field-name``) flag per dataclass field, with the field's help and
-    default; unset flags stay out of the namespace so YAML values are not overridden by defaults."""
+    """One flag per dataclass field, with the field's help and default: ``--field-name`` (``--field_name``
+    works too, as the recipe key is spelled); a boolean also gets ``--no-field-name``. Unset flags stay
+    out of the namespace (see :func:`flag_values`), so they never override a recipe's values."""
     hints = typing.get_type_hints(dataclass_type)
     for f in dataclasses.fields(dataclass_type):
-        if f.name in skip:
+        if f.name in skip or not f.init:
             continue
-        names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        dashed = f.name.replace("_", "-")
+        names = [f"--{dashed}"] + ([f"--{f.name}"] if dashed != f.name else [])
         default = f.default if f.default is not dataclasses.MISSING else None
         shown = f" (default: {default})" if default not in (None, "") else ""
-        parser.add_argument(
-            *names,
-            dest=f"cfg_{f.name}",
-            metavar=f.name.upper(),
-            type=_flag_type(hints[f.name]),
-            default=argparse.SUPPRESS,
-            help=(f.metadata.get("help") or "") + shown,
-        )
+        kwargs = flag_kwargs(hints[f.name])
+        kwargs.setdefault("metavar", f.name.upper())
+        dest = FLAG_PREFIX + f.name
+        help_text = (f.metadata.get("help") or "") + shown
+        parser.add_argument(*names, dest=dest, default=argparse.SUPPRESS, help=help_text, **kwargs)
+        if kwargs.get("type") is parse_bool:
+            negated = [f"--no-{dashed}"] + ([f"--no_{f.name}"] if dashed != f.name else [])
+            parser.add_argument(
+                *negated,
+                dest=dest,
+                action="store_const",
+                const=False,
+                default=argparse.SUPPRESS,
+                help=f"the same as --{dashed} false",
+            )
+
+
+def flag_values(namespace: argparse.Namespace) -> dict[str, Any]:
+    """The dataclass fields set by flags of :func:`add_dataclass_flags`, by field name."""
+    return {k[len(FLAG_PREFIX) :]: v for k, v in vars(namespace).items() if k.startswith(FLAG_PREFIX)}
 
 
 def config_from_args(dataclass_type: type[T], args: argparse.Namespace, **fixed: Any) -> T:
     """Defaults < ``--config`` YAML < flags < ``fixed``, validated by :func:`from_dict`."""
     values = load_yaml(args.config) if getattr(args, "config", None) else {}
-    flags = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
+    flags = flag_values(args)
     source = f"{args.config} + command line" if getattr(args, "config", None) else "command line"
     return from_dict(dataclass_type, {**values, **flags, **fixed}, source)

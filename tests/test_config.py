@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
 
-from alignment.config import from_dict, parse_config
+from alignment.config import add_dataclass_flags, config_from_args, from_dict, parse_config
 from alignment.errors import SafealignError
 
 
@@ -91,3 +92,33 @@ def test_from_dict_for_yaml_sections():
     assert from_dict(TrainArgs, {"max-steps": 3}).max_steps == 3
     with pytest.raises(SafealignError, match="recipe.yaml:stages.sft, key 'max_steps'"):
         from_dict(TrainArgs, {"max_steps": "x"}, "recipe.yaml:stages.sft")
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--use-lora"], True),
+        (["--use_lora"], True),
+        (["--use-lora", "false"], False),
+        (["--use_lora", "yes"], True),
+        (["--no-use-lora"], False),
+        (["--no_use_lora"], False),
+    ],
+)
+def test_one_flag_convention_for_booleans(tmp_path, flags, expected):
+    recipe = write(tmp_path, f"use_lora: {str(not expected).lower()}\n")
+    (train,) = parse_config(TrainArgs, ["--config", recipe, *flags])
+    assert train.use_lora is expected
+
+
+def test_flag_spellings_lists_and_the_shared_helper(tmp_path):
+    (train,) = parse_config(TrainArgs, ["--max-steps", "3", "--output_dir", "out", "--targets", "a,b", "c"])
+    assert train.max_steps == 3 and train.output_dir == "out" and train.targets == ["a", "b", "c"]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config")
+    add_dataclass_flags(parser, TrainArgs)
+    args = parser.parse_args(["--config", write(tmp_path, "max_steps: 9\nuse_lora: true\n"), "--no-use-lora"])
+    train = config_from_args(TrainArgs, args)
+    assert train.max_steps == 9 and train.use_lora is False  # an unset flag keeps the recipe's value
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--use-lora", "maybe"])

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import typing
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
-from alignment.config import Once, check_keys, from_dict, load_yaml
+from alignment.config import Once, add_dataclass_flags, config_from_args
 from alignment.console import err, out
 from alignment.errors import SafealignError
 
@@ -22,12 +20,6 @@ def _config_type():
     from data_builders.builders import BuildConfig
 
     return BuildConfig
-
-
-def _flag_type(annotation: Any):
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    base = args[0] if args else annotation
-    return {int: int, float: float}.get(base, str)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,21 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument(
         "--config", action=Once, metavar="FILE.yaml", help="YAML file whose keys are the options below"
     )
-    config_type = _config_type()
-    hints = typing.get_type_hints(config_type)
-    for f in dataclasses.fields(config_type):
-        if f.name == "kind":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata.get("help", "")
-        if hints[f.name] is bool:
-            build.add_argument(
-                flag, dest=f.name, action="store_true", default=argparse.SUPPRESS, help=help_text
-            )
-        else:
-            build.add_argument(
-                flag, dest=f.name, type=_flag_type(hints[f.name]), default=argparse.SUPPRESS, help=help_text
-            )
+    add_dataclass_flags(build, _config_type(), skip=("kind",))
     build.set_defaults(func=run_build_command)
 
     inspect = sub.add_parser(
@@ -77,14 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def build_config(args: argparse.Namespace):
     """Defaults < YAML file < flags, validated into a BuildConfig (errors name the file or flag)."""
-    config_type = _config_type()
-    values: dict[str, Any] = {}
-    if args.config:
-        values.update(check_keys(load_yaml(args.config), (config_type,), str(args.config)))
-    names = {f.name for f in dataclasses.fields(config_type)}
-    values.update({k: v for k, v in vars(args).items() if k in names and k != "kind"})
-    values["kind"] = args.kind
-    return from_dict(config_type, values, str(args.config) if args.config else "command line")
+    return config_from_args(_config_type(), args, kind=args.kind)
 
 
 def run_build_command(args: argparse.Namespace) -> int:

@@ -1087,7 +1087,7 @@ RELIABILITY_CASES = [
     Case(
         "recipe-config-given-twice",
         train("sft", "--config", "{tmp}/other.yaml"),
-        ("--config given 2 times", "recipe.yaml", "other.yaml"),
+        ("--config given twice", "recipe.yaml", "other.yaml"),
         {"recipe.yaml": SFT_OK, "other.yaml": SFT_OK},
     ),
     Case(
