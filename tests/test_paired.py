@@ -257,3 +257,27 @@ def load(eval_dir):
     from alignment.evaluation.paired import load_samples
 
     return load_samples(eval_dir)
+
+
+def test_compare_command_writes_the_paired_report_of_eval_folders(two_models, tmp_path, capsys):
+    from alignment.cli import main
+
+    root, results = two_models
+    evals = [f"base={root / 'eval' / 'base'}", f"noisy={root / 'eval' / 'noisy'}"]
+    assert main(["compare", *evals, "--out", str(tmp_path / "cmp")]) == 0
+    written = json.loads((tmp_path / "cmp" / "metrics.json").read_text())
+    expected, _ = build_report(
+        "t", results, {}, {}, samples={name: load(root / "eval" / name) for name in results}
+    )
+    got = {(r["suite"], r["metric"]): r["deltas"]["noisy"] for r in written["rows"]}
+    for row in expected["rows"]:
+        want = row["deltas"]["noisy"]
+        assert got[(row["suite"], row["metric"])]["p_holm"] == pytest.approx(want["p_holm"])
+        assert got[(row["suite"], row["metric"])]["ci95"] == pytest.approx(want["ci95"])
+    assert json.loads((tmp_path / "cmp" / "manifest.json").read_text())["kind"] == "compare"
+    # bad input: one line, exit 2, nothing written
+    for bad in ([evals[0]], [evals[0], evals[0]], [evals[0], f"x={tmp_path}"], [evals[0], "no-equals"]):
+        capsys.readouterr()
+        assert main(["compare", *bad, "--out", str(tmp_path / "bad")]) == 2
+        assert capsys.readouterr().err.startswith("safealign: error:")
+        assert not (tmp_path / "bad").exists()

@@ -28,6 +28,7 @@ COMMANDS = (
     "alignment.cli.reward_cmd",
     "alignment.cli.eval_cmd",
     "alignment.cli.export_cmd",
+    "alignment.cli.compare_cmd",
 )
 
 DESCRIPTION = """\
