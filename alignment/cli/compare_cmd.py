@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "first NAME=DIR is the base, every other one a column with paired changes from it.",
     )
     parser.add_argument(
-        "evals", nargs="+", metavar="NAME=DIR", help="column name and evaluation folder; the first is the base"
+        "evals", nargs="+", metavar="NAME=DIR", help="column name and eval folder; the first is the base"
     )
     parser.add_argument("--out", required=True, help="folder for report.md, report.html and metrics.json")
     parser.add_argument("--name", default=None, help="report title (default: the --out folder's name)")
