@@ -119,10 +119,17 @@ report: ## rebuild a pipeline run's report: make report [RUN_NAME=...]
 # ---- the ablation (docs/results.md): every recipe of recipes/$(MODEL)/ablation.yaml as a pipeline run;
 # writes docs/results.md, docs/results.json and docs/results.png. RESULTS_SPLIT=validation|heldout.
 ABLATION = $(firstword $(wildcard recipes/$(MODEL)/ablation.yaml) recipes/smollm2-135m-instruct/ablation.yaml)
+# MODEL given on the command line replaces every recipe's base model; RESULTS_OUT changes where the
+# three files go; RESULTS_ARGS adds flags (smoke run: make results MODEL=tiny-random RESULTS_OUT=/tmp/r
+# RESULTS_ARGS="--limit 8").
 RESULTS_SPLIT ?=
+RESULTS_OUT ?=
+RESULTS_ARGS ?=
+RESULTS_MODEL = $(if $(filter command line environment,$(origin MODEL)),--model $(MODEL))
 
 results: ## run the recipe ablation and write docs/results.md (+ .json, .png): make results [RESULTS_SPLIT=heldout] [THREADS=2]
-	$(PY) -m alignment results --config $(ABLATION) $(if $(RESULTS_SPLIT),--split $(RESULTS_SPLIT)) $(STEP_ARGS)
+	$(PY) -m alignment results --config $(ABLATION) $(if $(RESULTS_SPLIT),--split $(RESULTS_SPLIT)) \
+		$(RESULTS_MODEL) $(if $(RESULTS_OUT),--out $(RESULTS_OUT)) $(STEP_ARGS) $(RESULTS_ARGS)
 
 # ---- reward (docs/rewards.md): make stereotype-classifier [STEREO_MODE=head|full] [STEREO_OUT=dir]
 STEREO_MODE ?= head

@@ -78,15 +78,18 @@ class AblationConfig:
             raise ValueError(f"split must be validation or heldout, got {self.split!r}")
 
 
-def load_ablation(path: str | Path, split: str | None = None) -> tuple[AblationConfig, list[RecipeEntry]]:
-    """Read and check an ablation file; ``pipeline`` and ``out`` become paths relative to it."""
+def load_ablation(
+    path: str | Path, split: str | None = None, out: str | None = None
+) -> tuple[AblationConfig, list[RecipeEntry]]:
+    """Read and check an ablation file; ``pipeline`` and ``out`` become paths relative to it (an ``out``
+    given here is relative to the working directory)."""
     path = Path(path)
     raw = load_yaml(path)
     if split is not None:
         raw["split"] = split
     cfg = from_dict(AblationConfig, raw, str(path))
     cfg.pipeline = str((path.parent / cfg.pipeline).resolve())
-    cfg.out = str((path.parent / cfg.out).resolve())
+    cfg.out = str(Path(out).resolve() if out else (path.parent / cfg.out).resolve())
     entries = []
     for i, item in enumerate(cfg.recipes):
         if not isinstance(item, dict):
@@ -125,14 +128,26 @@ class Ablation:
     """Runs every recipe of an ablation as a pipeline and writes the summary (see the module docstring)."""
 
     def __init__(
-        self, path: str | Path, split: str | None = None, root: str | Path | None = None, **pipeline_args: Any
+        self,
+        path: str | Path,
+        split: str | None = None,
+        root: str | Path | None = None,
+        *,
+        model: str | None = None,
+        out: str | None = None,
+        limit: int | None = None,
+        **pipeline_args: Any,
     ) -> None:
         from alignment.paths import runs_dir
 
         self.source = str(path)
-        self.cfg, self.entries = load_ablation(path, split)
+        self.cfg, self.entries = load_ablation(path, split, out)
         self.root = Path(root or runs_dir())
         self.base_raw = load_yaml(self.cfg.pipeline)
+        if model is not None:  # every recipe on another base model (e.g. tiny-random for a smoke run)
+            self.base_raw["model"] = model
+        if limit is not None:  # every suite capped (a smoke run)
+            self.base_raw["evaluation"] = {**(self.base_raw.get("evaluation") or {}), "limit": limit}
         self.pipeline_args = pipeline_args  # force, threads
 
     def pipelines(self) -> list[tuple[RecipeEntry, Pipeline]]:
@@ -262,9 +277,8 @@ def _cell(d: dict[str, Any] | None) -> str:
 
 
 def markdown(summary: dict[str, Any], plot_name: str | None) -> str:
-    """``results.md``: one row per recipe, one column per headline metric (change from base, paired CI)."""
+    """``results.md``: one column per recipe, one row per headline metric (change from base, paired CI)."""
     records = summary["recipes"]
-    metrics = [f"{r['suite']}/{r['metric']}" for r in records[0]["rows"]] if records else []
     split = "validation split (for choosing a recipe)" if summary["split"] == "validation" else "test split"
     lines = [
         "# Ablation results",
@@ -275,21 +289,16 @@ def markdown(summary: dict[str, Any], plot_name: str | None) -> str:
         "measures). Wall time counts the recipe's own training and evaluation steps; the base evaluation "
         "is shared.",
         "",
-        "| recipe | stages | wall time | " + " | ".join(metrics) + " |",
-        "|---|---|---|" + "---|" * len(metrics),
+        "| | " + " | ".join(r["name"] for r in records) + " |",
+        "|---|" + "---|" * len(records),
+        "| stages | " + " | ".join(" → ".join(r["stages"]) for r in records) + " |",
+        "| wall time | " + " | ".join(f"{r['wall_time_s'] / 60:.1f} min" for r in records) + " |",
     ]
-    for rec in records:
-        cells = {f"{r['suite']}/{r['metric']}": _cell(r["delta"]) for r in rec["rows"]}
-        minutes = f"{rec['wall_time_s'] / 60:.1f} min"
-        row = [rec["name"], " → ".join(rec["stages"]), minutes] + [cells.get(m, "n/a") for m in metrics]
-        lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "Base values (shared by every recipe):", ""]
-    if records:
-        lines += [
-            f"- {r['suite']}/{r['metric']}: {r['base']:.4g}"
-            for r in records[0]["rows"]
-            if r["base"] is not None
-        ]
+    deltas = [{(x["suite"], x["metric"]): x["delta"] for x in r["rows"]} for r in records]
+    for row in records[0]["rows"] if records else []:
+        base = "" if row["base"] is None else f" (base {row['base']:.4g})"
+        cells = [_cell(d.get((row["suite"], row["metric"]))) for d in deltas]
+        lines.append(f"| {row['suite']}/{row['metric']}{base} | " + " | ".join(cells) + " |")
     if plot_name:
         lines += ["", f"![bias vs retention]({plot_name})", ""]
         lines.append(

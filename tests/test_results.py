@@ -137,7 +137,8 @@ def test_two_recipe_ablation_on_tiny_random(data_dir, tmp_path, cli, monkeypatch
     second_base = json.loads((runs / "abl-dpo-neutral" / "eval" / "base" / "results.json").read_text())
     assert first_base["metrics"] == second_base["metrics"]
     page = (tmp_path / "docs" / "results.md").read_text()
-    assert "| sft-only | sft |" in page and "| dpo-neutral | dpo |" in page and "validation split" in page
+    assert "| | sft-only | dpo-neutral |" in page and "| stages | sft | dpo |" in page
+    assert "| crows_pairs/pct_stereotype (base " in page and "validation split" in page
     assert (tmp_path / "docs" / "results.png").read_bytes()[:4] == b"\x89PNG"
 
     # A rerun does no work and writes the same record.

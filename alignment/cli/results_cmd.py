@@ -22,6 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=("validation", "heldout"),
         help="evaluate on the validation groups or the test groups (default: the file's `split`)",
     )
+    parser.add_argument("--model", help="base model of every recipe (overrides the pipeline recipe's)")
+    parser.add_argument("--limit", type=int, help="cap every evaluation suite at N items (smoke runs)")
+    parser.add_argument(
+        "--out", help="output prefix: writes OUT.md, OUT.json, OUT.png (default: the file's `out`)"
+    )
     parser.add_argument(
         "--runs-dir", help="parent folder of run directories (default: $SAFEALIGN_RUNS or ./runs)"
     )
@@ -34,7 +39,16 @@ def run_results(args: argparse.Namespace) -> int:
     from alignment.console import out
     from alignment.results import Ablation
 
-    ablation = Ablation(args.config, args.split, args.runs_dir, force=args.force, threads=args.threads)
+    ablation = Ablation(
+        args.config,
+        args.split,
+        args.runs_dir,
+        model=args.model,
+        out=args.out,
+        limit=args.limit,
+        force=args.force,
+        threads=args.threads,
+    )
     ablation.run()
     out.print(f"results written to {ablation.cfg.out}.md, .json and .png")
     return 0
