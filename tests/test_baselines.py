@@ -155,3 +155,32 @@ def test_eval_baseline_flag(tiny_model, tmp_path, cli, monkeypatch):
         tmp_path / "x",
     )
     assert bad.code == 2 and "unknown baseline 'nope'" in bad.err and not (tmp_path / "x").exists()
+
+
+def test_pipeline_reports_baselines_as_columns(tiny_model, tmp_path, cli, monkeypatch):
+    import yaml
+
+    rows = [("Women are bad at math.", "Men are bad at math.", "stereo", "gender")] * 30
+    write_crows(
+        tmp_path / "data",
+        [(a.replace(".", f" {i}."), b.replace(".", f" {i}."), d, t) for i, (a, b, d, t) in enumerate(rows)],
+    )
+    monkeypatch.setenv("SAFEALIGN_DATA_DIR", str(tmp_path / "data"))
+    recipe = {
+        "name": "b",
+        "model": "tiny-random",
+        "baselines": ["prompted", "self_debias"],
+        "evaluation": {"preset": "quick", "limit": 6, "suites": ["crows_pairs"]},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    result = cli("pipeline", "--config", tmp_path / "r.yaml", "--runs-dir", tmp_path / "runs")
+    assert result.code == 0, result.err[-2000:]
+    report = json.loads((tmp_path / "runs" / "b" / "metrics.json").read_text())
+    assert report["stages"] == ["base", "prompted", "self_debias"]
+    for name in ("prompted", "self_debias"):
+        saved = json.loads((tmp_path / "runs" / "b" / "eval" / name / "results.json").read_text())
+        assert saved["baseline"]["name"] == name
+    recipe["baselines"] = ["nope"]
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    bad = cli("pipeline", "--config", tmp_path / "r.yaml", "--runs-dir", tmp_path / "runs2")
+    assert bad.code == 2 and "unknown baseline 'nope'" in bad.err
