@@ -11,13 +11,13 @@ Everything is checked before anything is written, and the folder appears only wh
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from alignment.errors import SafealignError
+from alignment.io import read_json_object
 
 # Card facts for the built-in aliases: the hub id of the base weights and their license.
 BASE_CARDS = {
@@ -36,18 +36,6 @@ DATASET_IDS = {
     "bold": "AmazonScience/bold",
 }
 EXPORT_FILE = "safealign_export.json"
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise SafealignError(f"{path}: not found; is the run finished?") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SafealignError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise SafealignError(f"{path}: expected a JSON object")
-    return data
 
 
 def check_export(run_dir: str | Path, stage: str | None, out: str | Path) -> dict[str, Any]:
@@ -76,10 +64,10 @@ def check_export(run_dir: str | Path, stage: str | None, out: str | Path) -> dic
     if name not in names:
         raise SafealignError(f"--stage {name!r}: unknown stage; the run has {', '.join(names)}")
     model_dir = run_dir / "stages" / name / "model"
-    record = _read_json(run_dir / "stages" / name / "stage.json")
+    record = read_json_object(run_dir / "stages" / name / "stage.json", "is the run finished?")
     if record.get("status") != "completed" or not model_dir.is_dir():
         raise SafealignError(f"{run_dir}: stage {name!r} has no finished model at {model_dir}")
-    report = _read_json(run_dir / "metrics.json")
+    report = read_json_object(run_dir / "metrics.json", "is the run finished?")
     if name not in report.get("stages", []):
         raise SafealignError(f"{run_dir / 'metrics.json'}: stage {name!r} was not evaluated")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

@@ -205,3 +205,17 @@ def sha256_json(obj: Any) -> str:
     """Hex sha256 of a JSON-serialisable object in canonical form (sorted keys): a config hash."""
     canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def read_json_object(path: Path, fix: str = "") -> dict[str, Any]:
+    """A JSON object read from ``path``, or one clear error naming the file (``fix`` says what to do)."""
+    hint = f"; {fix}" if fix else ""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SafealignError(f"{path}: not found{hint}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SafealignError(f"{path}: not valid JSON ({exc}){hint}") from exc
+    if not isinstance(data, dict):
+        raise SafealignError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data

@@ -48,7 +48,7 @@ from alignment.config import check_keys, from_dict, load_yaml
 from alignment.device import choose_threads
 from alignment.errors import SafealignError
 from alignment.evaluation.config import EvalConfig
-from alignment.io import atomic_dir, atomic_write_json, atomic_write_text, sha256_json
+from alignment.io import atomic_dir, atomic_write_json, atomic_write_text, read_json_object, sha256_json
 from alignment.paths import runs_dir
 from alignment.report import ReportConfig, print_report, write_report
 from alignment.stages.registry import STAGES, stage_entry
@@ -56,6 +56,7 @@ from alignment.stages.registry import STAGES, stage_entry
 PIPELINE_FILE = "pipeline.json"
 DEFAULT_PRESET = "pipeline"  # sized so a 1.5-point paired change in retention is detectable (docs/metrics.md)
 BASE = "base"
+REWRITE = "rerun the pipeline to rewrite it"
 
 
 @dataclass
@@ -468,7 +469,7 @@ class Pipeline:
         chain = sha256_json({"upstream": upstream, "type": stage.type, "config": hashed, "data": fingerprint})
         previous = self.state.get("stages", stage.name)
         stale = self.force or (previous.get("chain") not in (None, chain))
-        record = _read_json(out / "stage.json") if (out / "stage.json").is_file() else {}
+        record = read_json_object(out / "stage.json", REWRITE) if (out / "stage.json").is_file() else {}
         if not stale and previous.get("status") == "completed" and record.get("status") == "completed":
             say(f"[green]stage {stage.name}: up to date[/]")
             return previous["model"], chain, record
@@ -614,17 +615,6 @@ class Pipeline:
         return report
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from a run's file, or one clear error naming the file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SafealignError(f"{path}: not valid JSON ({exc}); rerun the pipeline to rewrite it") from exc
-    if not isinstance(data, dict):
-        raise SafealignError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
 def rebuild_report(run_dir: str | Path) -> dict[str, Any]:
     """Re-create the report of a finished (or partly finished) pipeline run from its saved outputs."""
     from alignment.evaluation import load_results
@@ -647,12 +637,12 @@ def rebuild_report(run_dir: str | Path) -> dict[str, Any]:
             continue
         results[name] = load_results(eval_dir)
         stage_file = run_dir / "stages" / name / "stage.json"
-        records[name] = _read_json(stage_file) if stage_file.is_file() else None
+        records[name] = read_json_object(stage_file, REWRITE) if stage_file.is_file() else None
     if BASE not in results:
         raise SafealignError(f"{run_dir}: the base model has no evaluation results yet; run the pipeline")
     previous = {}
     metrics_file = run_dir / "metrics.json"
     if metrics_file.is_file():
-        previous = _read_json(metrics_file).get("provenance", {})
+        previous = read_json_object(metrics_file, REWRITE).get("provenance", {})
     provenance = {k: v for k, v in previous.items() if k != "scorer_backends"} or {"model": cfg.model}
     return write_report(run_dir, cfg.name, results, records, provenance, cfg.report)
