@@ -94,7 +94,7 @@ eval: ## evaluate MODEL on bias and retention suites: make eval MODEL=... [PRESE
 		$(if $(LIMIT),--limit $(LIMIT)) $(if $(EVAL_OUT),--out $(EVAL_OUT)) $(if $(BASE_MODEL),--base-model $(BASE_MODEL)) $(EVAL_ARGS)
 
 bench-eval: ## sentences/s of the evaluation engine vs a one-sentence loop and a bare batched forward (JSON)
-	$(BENCH_RUN) -m alignment.evaluation.bench --model $(MODEL) --out bench/results/eval.json
+	$(BENCH_RUN) -m bench.eval --model $(MODEL) --out bench/results/eval.json
 
 # ---- the main job (docs/pipeline.md): make pipeline [MODEL=...] [PRESET=pipeline|quick|standard] [RUN_NAME=...]
 # Recipe: recipes/$(MODEL)/pipeline.yaml, else the SmolLM2 one with MODEL as the base model. The recipe's
@@ -142,7 +142,7 @@ stereotype-classifier: ## train the stereotype classifier on the train groups (d
 	HF_HUB_OFFLINE=1 $(PY) -m alignment reward train-stereotype --mode $(STEREO_MODE) $(if $(STEREO_OUT),--out $(STEREO_OUT))
 
 bench-reward: ## texts/s of each toxicity scorer (SCORERS=...), batched vs one-by-one, plus the stereotype classifier if trained
-	$(BENCH_RUN) -m alignment reward bench --scorers $(SCORERS) $(if $(STEREO_OUT),--stereotype-model $(STEREO_OUT)) \
+	$(BENCH_RUN) -m bench.reward --scorers $(SCORERS) $(if $(STEREO_OUT),--stereotype-model $(STEREO_OUT)) \
 		--out bench/results/reward.json
 
 # ---- RL stages (docs/ppo.md): make ppo|grpo|rloo MODEL=... [POLICY_DIR=runs/dpo-...] [VARIANT=quick|standard]
@@ -169,9 +169,10 @@ rloo: rl-inputs ## RLOO through TRL with the same reward and recipe format: make
 	$(TRAIN) rloo --config $(call stage_recipe,rloo) --model $(RL_START) --dataset $(RL_PROMPTS) $(TRAIN_ARGS)
 
 bench-rl: ## seconds per iteration: our PPO vs TRL GRPO/RLOO, same model, completions and lengths (JSON)
-	$(BENCH_RUN) -m alignment.stages.bench_rl --model $(MODEL) --out bench/results/rl.json
+	$(BENCH_RUN) -m bench.rl --model $(MODEL) --out bench/results/rl.json
 
-# ---- benchmarks (docs/performance.md): each writes bench/results/<name>.json and prints a table.
+# ---- benchmarks (docs/performance.md): bench/<name>.py writes bench/results/<name>.json and prints a table.
+# bench/ is repository tooling (not installed), so they run from the repository root.
 # On a shared machine serialise them with other measurements: make bench BENCH_LOCK="flock /tmp/safealign-cpu.lock"
 # (each benchmark takes the lock on its own). bench-memory's pipeline part needs SAFEALIGN_DATA_DIR.
 BENCH_LOCK ?=

@@ -1,4 +1,4 @@
-"""Throughput of the log-likelihood engine: ``python -m alignment.evaluation.bench`` (``make bench-eval``).
+"""Throughput of the log-likelihood engine: ``python -m bench.eval`` (``make bench-eval``).
 
 Three ways to get the same numbers from the same model, timed in alternation after one warm-up round
 (median and spread of repeats; the record goes to ``bench/results/eval.json``):
@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from alignment.evaluation.engine import LoglikEngine
+from bench.record import finish, make_record, ratio, summarize, time_alternating
 
 FALLBACK = [
     "The nurse said the report was late.",
@@ -79,7 +80,6 @@ def bench(
     model_spec: str, n: int, n_items: int, repeats: int, batch_size: int, skip_loop: bool
 ) -> dict[str, Any]:
     """The ``eval`` benchmark record: requests/s of each mode per workload, and the speed ratios."""
-    from alignment.benchmark import make_record, ratio, summarize, time_alternating
     from alignment.models import load_model
 
     model, tokenizer = load_model(model_spec)
@@ -128,9 +128,7 @@ def bench(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m alignment.evaluation.bench", description="engine throughput"
-    )
+    parser = argparse.ArgumentParser(prog="python -m bench.eval", description="engine throughput")
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--n", type=int, default=200, help="sentences (default: %(default)s)")
     parser.add_argument("--items", type=int, default=40, help="HellaSwag items, 4 requests each")
@@ -142,8 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from alignment.benchmark import finish
-
     record = bench(args.model, args.n, args.items, args.repeats, args.batch_size, args.skip_loop)
     finish(record, args.out, title=f"Log-likelihood engine throughput: {args.model}")
     return 0

@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.record import finish, make_record, ratio, summarize
+
 STAGE_SETTINGS: dict[str, dict[str, Any]] = {
     "sft": {"per_device_train_batch_size": 8, "max_length": 256},
     "dpo": {"per_device_train_batch_size": 8, "max_length": 128, "loss_type": "sigmoid"},
@@ -133,7 +135,6 @@ def run_benchmark(
     pipeline_limit: int = 8,
 ) -> dict[str, Any]:
     """The ``memory`` benchmark record: peak RSS (MB) per measurement, and LoRA / full ratios."""
-    from alignment.benchmark import make_record, ratio, summarize
     from alignment.console import err
 
     python = sys.executable
@@ -219,7 +220,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(args.child, args.adapter, args.model, args.steps, args.data, args.out)
         return 0
-    from alignment.benchmark import finish
 
     record = run_benchmark(
         args.model,

@@ -1,5 +1,5 @@
-"""What every benchmark shares: machine and version record, alternating timing with warm-up, median and
-spread, the JSON record under ``bench/results/<name>.json`` (written atomically) and a rich table.
+"""What every benchmark in ``bench/`` shares: machine and version record, alternating timing with warm-up,
+median and spread, the JSON record under ``bench/results/<name>.json`` (written atomically) and a rich table.
 
 A record has one schema for every benchmark::
 

@@ -1,13 +1,18 @@
-"""Throughput of the scorers: texts per second, batched and one text at a time (a benchmark, not a test).
+"""Throughput of the scorers: texts per second, batched and one text at a time: ``python -m bench.reward``
+(``make bench-reward``).
 
-The record has the shared benchmark schema of :mod:`alignment.benchmark` (``make bench-reward`` writes it
-to ``bench/results/reward.json``).
+Each toxicity scorer, and the stereotype classifier when one is trained, scores the same texts in batches
+and one by one, in alternation after a warm-up round. The record goes to ``bench/results/reward.json``.
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from bench.record import finish, make_record, ratio, summarize, time_alternating
 
 SENTENCES = (
     "Thanks for the detailed answer, it really helped me understand the problem.",
@@ -41,8 +46,6 @@ def benchmark(
 ) -> dict[str, Any]:
     """The ``reward`` benchmark record: texts/s of each scorer batched and one by one on the same ``n``
     texts (``repeats`` alternating rounds after one warm-up round), and the batched speed-up."""
-    from alignment.benchmark import make_record, ratio, summarize, time_alternating
-
     texts = sample_texts(n)
 
     def run(score: Callable[[list[str]], Any], size: int) -> None:
@@ -65,3 +68,51 @@ def benchmark(
         ratios=ratios,
         params={"texts": n, "batch_size": batch_size, "scorers": list(scorers)},
     )
+
+
+def load_scorers(specs: str, stereotype_model: Path | None) -> dict[str, Callable[[list[str]], Any]]:
+    """The comma-separated toxicity scorers, named by spec (and backend when it differs), plus the
+    stereotype classifier from ``stereotype_model`` or, when none is given, the cache's if it is trained."""
+    from reward.stereotype import StereotypeClassifier, default_model_dir
+    from reward.toxicity import load_scorer
+
+    scorers: dict[str, Callable[[list[str]], Any]] = {}
+    for spec in [s.strip() for s in specs.split(",") if s.strip()]:
+        scorer = load_scorer(spec)
+        scorers[scorer.name if scorer.name == spec else f"{spec} ({scorer.name})"] = scorer.score
+    if stereotype_model is None and (default_model_dir() / "classifier.json").is_file():
+        stereotype_model = default_model_dir()
+    if stereotype_model is not None:
+        scorers["stereotype-classifier"] = StereotypeClassifier.load(stereotype_model).predict_proba
+    return scorers
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.reward", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--scorers", default="jigsaw-bilstm,profanity", help="comma-separated specs (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--stereotype-model",
+        type=Path,
+        help="also time this stereotype classifier (default: the cache's, if trained)",
+    )
+    parser.add_argument("-n", type=int, default=256, help="texts per measurement (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed rounds per scorer (default: %(default)s)"
+    )
+    parser.add_argument("--out", type=Path, help="JSON record path (default: bench/results/reward.json)")
+    args = parser.parse_args(argv)
+    from alignment.console import err
+
+    with err.status("loading scorers ..."):
+        scorers = load_scorers(args.scorers, args.stereotype_model)
+    with err.status(f"timing {len(scorers)} scorers on {args.n} texts ..."):
+        record = benchmark(scorers, n=args.n, batch_size=args.batch_size, repeats=args.repeats)
+    finish(record, args.out, title=f"Scorer throughput ({args.n} texts, batch size {args.batch_size})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

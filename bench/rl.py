@@ -1,5 +1,5 @@
 """Seconds per iteration of our PPO next to TRL's GRPO and RLOO on the same model, number of completions
-per iteration and completion length: ``python -m alignment.stages.bench_rl --model M --out bench.json``.
+per iteration and completion length: ``python -m bench.rl --model M --out bench.json``.
 
 Every method runs a few iterations of its stage (``run_ppo``, ``run_grpo``, ``run_rloo``) into a
 temporary folder; the time per iteration is summarised (median, min-max, IQR) over the iterations
@@ -18,6 +18,8 @@ import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from bench.record import finish, make_record, ratio, summarize
 
 
 def _synthetic_prompts(folder: Path, n: int = 64) -> str:
@@ -64,7 +66,6 @@ def run_benchmark(
     methods: tuple[str, ...] = ("ppo_matched", "ppo_recipe", "grpo", "rloo"),
 ) -> dict[str, Any]:
     """Time each method on the same model and batch shape; returns the ``rl`` benchmark record."""
-    from alignment.benchmark import make_record, ratio, summarize
     from alignment.stages.grpo import GRPOStageConfig, run_grpo
     from alignment.stages.ppo import PPOStageConfig, run_ppo
     from alignment.stages.progress import collecting_step_times
@@ -154,9 +155,7 @@ def run_benchmark(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m alignment.stages.bench_rl", description=__doc__.split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m bench.rl", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--dataset", default=None, help="prompt dataset dir (default: 64 synthetic prompts)")
     parser.add_argument("--reward", default="non_empty", help="reward spec (default: the cheap non_empty)")
@@ -167,8 +166,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default="ppo_matched,ppo_recipe,grpo,rloo")
     parser.add_argument("--out", default=None, help="JSON record path (default: bench/results/rl.json)")
     args = parser.parse_args(argv)
-    from alignment.benchmark import finish
-
     record = run_benchmark(
         args.model,
         dataset=args.dataset,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from alignment.models.builtin import TINY_SUBJECTS as SUBJECTS  # words the data is built from
+from bench.record import finish, make_record, ratio, summarize
 
 
 def _turn(role: str, text: str) -> list[dict[str, str]]:
@@ -149,8 +150,6 @@ def run_benchmark(
     seed: int = 0,
 ) -> dict[str, Any]:
     """The ``stages`` benchmark record: s/step of ours and bare per stage, and the ratio ours / bare."""
-    from alignment.benchmark import make_record, ratio, summarize
-
     settings = {
         "adapter": adapter,
         "learning_rate": 1e-5,
@@ -239,8 +238,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="JSON record path (default: bench/results/stages.json)")
     args = parser.parse_args(argv)
     import torch
-
-    from alignment.benchmark import finish
 
     if args.threads:
         torch.set_num_threads(args.threads)

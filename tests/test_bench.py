@@ -1,6 +1,8 @@
-"""The shared benchmark record (alignment.benchmark) and the bench/ benchmarks on the tiny model.
+"""The shared benchmark record (bench.record) and the bench/ benchmarks on the tiny model.
 
-No timing assertions: only that the statistics, the record and the measurements are right.
+No timing assertions: only that the statistics, the record and the measurements are right. bench/ lives
+at the repository root, outside the installed packages; pytest puts the root on ``sys.path``
+(``pythonpath`` in pyproject.toml).
 """
 
 from __future__ import annotations
@@ -12,12 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alignment import benchmark
+import bench.record as bench_record
 from alignment.errors import SafealignError
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # bench/ lives at the repository root, outside the installed packages
-    sys.path.insert(0, str(ROOT))
 
 RECORD_KEYS = {
     "benchmark",
@@ -36,36 +34,36 @@ RECORD_KEYS = {
 
 
 def test_summarize_matches_a_hand_computation():
-    s = benchmark.summarize([4.0, 1.0, 3.0, 2.0, 10.0])
+    s = bench_record.summarize([4.0, 1.0, 3.0, 2.0, 10.0])
     # sorted 1 2 3 4 10: median the middle one; inclusive quartiles at positions 1 and 3 of 0..4
     assert (s["n"], s["median"], s["min"], s["max"], s["q1"], s["q3"]) == (5, 3.0, 1.0, 10.0, 2.0, 4.0)
-    s = benchmark.summarize([0.5, 0.25])
+    s = bench_record.summarize([0.5, 0.25])
     assert (s["median"], s["q1"], s["q3"]) == (0.375, 0.3125, 0.4375)
-    assert benchmark.ratio({"median": 3.0}, {"median": 4.0}) == 0.75
-    assert benchmark.ratio({"median": 3.0}, {"median": 0.0}) is None
+    assert bench_record.ratio({"median": 3.0}, {"median": 4.0}) == 0.75
+    assert bench_record.ratio({"median": 3.0}, {"median": 0.0}) is None
     with pytest.raises(ValueError):
-        benchmark.summarize([])
+        bench_record.summarize([])
 
 
 def test_time_alternating_warms_up_then_takes_turns():
     calls: list[str] = []
     variants = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
-    wall, cpu = benchmark.time_alternating(variants, repeats=3, warmup=1)
+    wall, cpu = bench_record.time_alternating(variants, repeats=3, warmup=1)
     assert calls == ["a", "b"] * 4
     assert {k: len(v) for k, v in wall.items()} == {"a": 3, "b": 3} == {k: len(v) for k, v in cpu.items()}
     assert all(t >= 0 for ts in wall.values() for t in ts)
 
 
 def test_record_schema_and_atomic_write(tmp_path, monkeypatch):
-    variants = {"fast": benchmark.summarize([1.0, 2.0]), "slow": benchmark.summarize([4.0, 6.0])}
-    record = benchmark.make_record(
-        "demo", variants, n=2, ratios={"slow / fast": benchmark.ratio(variants["slow"], variants["fast"])}
+    variants = {"fast": bench_record.summarize([1.0, 2.0]), "slow": bench_record.summarize([4.0, 6.0])}
+    record = bench_record.make_record(
+        "demo", variants, n=2, ratios={"slow / fast": bench_record.ratio(variants["slow"], variants["fast"])}
     )
     assert set(record) == RECORD_KEYS
     assert record["ratios"] == {"slow / fast": 3.333}
     assert {"cpu_model", "cores", "ram_gb", "torch_threads"} <= set(record["machine"])
     assert {"torch", "transformers", "trl", "peft", "safealign_commit"} <= set(record["versions"])
-    target = benchmark.write_record(record, tmp_path / "results" / "demo.json")
+    target = bench_record.write_record(record, tmp_path / "results" / "demo.json")
     assert json.loads(target.read_text()) == record
     # a write that fails (here: the final rename) leaves the previous record intact and no temporary file
     import alignment.io
@@ -75,11 +73,11 @@ def test_record_schema_and_atomic_write(tmp_path, monkeypatch):
 
     monkeypatch.setattr(alignment.io.os, "replace", full_disk)
     with pytest.raises((OSError, SafealignError)):  # the disk-full error becomes a one-line SafealignError
-        benchmark.write_record({**record, "n": 99}, target)
+        bench_record.write_record({**record, "n": 99}, target)
     monkeypatch.undo()
     assert json.loads(target.read_text()) == record
     assert [p.name for p in target.parent.iterdir()] == ["demo.json"]
-    assert benchmark.results_path("demo") == Path("bench/results/demo.json")
+    assert bench_record.results_path("demo") == Path("bench/results/demo.json")
 
 
 def test_memory_measure_reads_the_child_peak_rss(tmp_path):
@@ -131,6 +129,36 @@ def test_stage_benchmark_on_the_tiny_model(tiny_model, tmp_path, capsys):
     assert all(r > 0 for r in record["ratios"].values())
     assert record["params"]["batch_size"] == 2 and record["n"] == 2
     assert "sft/ours" in capsys.readouterr().out
+
+
+def test_eval_benchmark_reports_all_three_modes(tiny_model, tmp_path, monkeypatch):
+    from bench import eval as eval_bench
+
+    monkeypatch.delenv("SAFEALIGN_DATA_DIR", raising=False)
+    out = tmp_path / "eval.json"
+    argv = ["--model", tiny_model, "--n", "6", "--items", "0", "--repeats", "1", "--out", str(out)]
+    assert eval_bench.main(argv) == 0
+    record = json.loads(out.read_text())
+    assert set(record) == RECORD_KEYS and record["benchmark"] == "eval"
+    assert set(record["variants"]) == {"sentences/engine", "sentences/bare", "sentences/loop"}
+    assert record["ratios"]["sentences: engine / loop (cpu time)"] > 0
+    assert record["details"]["sentences"]["requests"] == 6
+
+
+def test_reward_benchmark_times_each_scorer_batched_and_one_by_one(tmp_path, monkeypatch, capsys):
+    from bench import reward
+
+    monkeypatch.delenv("SAFEALIGN_DATA_DIR", raising=False)  # the built-in sentences
+    monkeypatch.setenv("SAFEALIGN_CACHE", str(tmp_path / "cache"))  # no trained stereotype classifier
+    out = tmp_path / "reward.json"
+    argv = ["--scorers", "profanity", "-n", "4", "--batch-size", "2", "--repeats", "2", "--out", str(out)]
+    assert reward.main(argv) == 0
+    record = json.loads(out.read_text())
+    assert set(record) == RECORD_KEYS and record["benchmark"] == "reward" and record["unit"] == "texts/s"
+    assert set(record["variants"]) == {"profanity/batched", "profanity/one-by-one"}
+    assert all(s["n"] == 2 for s in record["variants"].values())
+    assert record["params"] == {"texts": 4, "batch_size": 2, "scorers": ["profanity"]}
+    assert "profanity/batched" in capsys.readouterr().out
 
 
 def test_mcnemar_sample_size_gives_the_stated_power():

@@ -162,20 +162,3 @@ def test_peft_adapter_matches_its_merged_model(tiny, tmp_path):
     for (ctx, cont), got in zip(engine.encode(REQUESTS), results, strict=True):
         assert got.token_logprobs == pytest.approx(simple_logprobs(merged, ctx, cont), abs=1e-5)
     assert any(abs(a.logprob - b.logprob) > 1e-3 for a, b in zip(results, reference, strict=True))
-
-
-def test_bench_reports_all_three_modes(tiny_model, tmp_path, monkeypatch, capsys):
-    from alignment.evaluation import bench
-
-    monkeypatch.delenv("SAFEALIGN_DATA_DIR", raising=False)
-    out = tmp_path / "bench.json"
-    assert (
-        bench.main(["--model", tiny_model, "--n", "6", "--items", "0", "--repeats", "1", "--out", str(out)])
-        == 0
-    )
-    import json
-
-    report = json.loads(out.read_text())
-    assert set(report["variants"]) == {"sentences/engine", "sentences/bare", "sentences/loop"}
-    assert report["ratios"]["sentences: engine / loop (cpu time)"] > 0
-    assert report["details"]["sentences"]["requests"] == 6

@@ -1,4 +1,5 @@
-"""The package layering: the CLI sits on top, and modules share only public names."""
+"""The package layering: the CLI sits on top, the product never needs the repository's bench/, and modules
+share only public names."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("alignment", "reward", "data_builders", "bench")
+PRODUCT = ("alignment", "reward", "data_builders")  # the installed packages
+PACKAGES = (*PRODUCT, "bench")
 
 
 def imports(path: Path) -> list[tuple[int, str, list[str]]]:
@@ -20,8 +22,8 @@ def imports(path: Path) -> list[tuple[int, str, list[str]]]:
     return found
 
 
-def sources() -> list[Path]:
-    return sorted(p for package in PACKAGES for p in (ROOT / package).rglob("*.py"))
+def sources(packages: tuple[str, ...] = PACKAGES) -> list[Path]:
+    return sorted(p for package in packages for p in (ROOT / package).rglob("*.py"))
 
 
 def test_nothing_below_the_cli_imports_it():
@@ -35,6 +37,17 @@ def test_nothing_below_the_cli_imports_it():
         if module == "alignment.cli" or module.startswith("alignment.cli.")
     ]
     assert not offenders, "modules outside alignment/cli import the CLI:\n" + "\n".join(offenders)
+
+
+def test_the_installed_product_does_not_import_bench():
+    """bench/ is repository tooling, not installed: a product module importing it breaks in a wheel."""
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line}: {module}"
+        for path in sources(PRODUCT)
+        for line, module, names in imports(path)
+        if module == "bench" or module.startswith("bench.")
+    ]
+    assert not offenders, "product modules import bench/:\n" + "\n".join(offenders)
 
 
 def test_no_private_name_is_imported_from_another_module():

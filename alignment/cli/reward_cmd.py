@@ -1,4 +1,4 @@
-"""``safealign reward list | score | train-stereotype | bench``: the reward module from the command line."""
+"""``safealign reward list | score | train-stereotype``: the reward module from the command line."""
 
 from __future__ import annotations
 
@@ -60,23 +60,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_dataclass_flags(train, StereotypeTrainConfig)
     train.set_defaults(func=train_stereotype_cmd)
-
-    bench = sub.add_parser("bench", help="texts/s of each scorer, batched and one-by-one")
-    bench.add_argument(
-        "--scorers", default="jigsaw-bilstm,profanity", help="comma-separated specs (default: %(default)s)"
-    )
-    bench.add_argument(
-        "--stereotype-model",
-        type=Path,
-        help="also time this stereotype classifier (default: the cache's, if trained)",
-    )
-    bench.add_argument("-n", type=int, default=256, help="texts per measurement (default: %(default)s)")
-    bench.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")
-    bench.add_argument(
-        "--repeats", type=int, default=3, help="timed rounds per scorer (default: %(default)s)"
-    )
-    bench.add_argument("--out", type=Path, help="write the benchmark record as JSON here")
-    bench.set_defaults(func=bench_cmd)
 
 
 # ---- actions ----
@@ -277,29 +260,3 @@ def train_stereotype_cmd(args: argparse.Namespace) -> int:
 
 def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else ""
-
-
-def bench_cmd(args: argparse.Namespace) -> int:
-    from reward.bench import benchmark
-    from reward.toxicity import load_scorer
-
-    scorers = {}
-    with err.status("loading scorers ..."):
-        for spec in [s.strip() for s in args.scorers.split(",") if s.strip()]:
-            scorer = load_scorer(spec)
-            scorers[scorer.name if scorer.name == spec else f"{spec} ({scorer.name})"] = scorer.score
-        from reward.stereotype import StereotypeClassifier, default_model_dir
-
-        stereotype_model = args.stereotype_model
-        if stereotype_model is None and (default_model_dir() / "classifier.json").is_file():
-            stereotype_model = default_model_dir()
-        if stereotype_model is not None:
-            scorers["stereotype-classifier"] = StereotypeClassifier.load(stereotype_model).predict_proba
-    with err.status(f"timing {len(scorers)} scorers on {args.n} texts ..."):
-        record = benchmark(scorers, n=args.n, batch_size=args.batch_size, repeats=args.repeats)
-    from alignment.benchmark import print_record, write_record
-
-    print_record(record, title=f"Scorer throughput ({args.n} texts, batch size {args.batch_size})")
-    if args.out:
-        out.print(f"written to {write_record(record, args.out)}")
-    return 0
