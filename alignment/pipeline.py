@@ -102,6 +102,17 @@ class StagePlan:
 
 
 @dataclass
+class BaselinePlan:
+    """One training-free baseline column: a name, and optionally fewer suites than the stages get
+    (Self-Debias costs about 17 forward passes per token, so a recipe may keep it to CrowS-Pairs)."""
+
+    name: str = field(metadata={"help": "prompted or self_debias (docs/metrics.md)"})
+    suites: list[str] | None = field(
+        default=None, metadata={"help": "suites to evaluate it on (default: the same as every stage)"}
+    )
+
+
+@dataclass
 class PipelineConfig:
     """A whole pipeline recipe."""
 
@@ -121,11 +132,11 @@ class PipelineConfig:
         },
     )
     stages: list[StagePlan] = field(default_factory=list)
-    baselines: list[str] = field(
+    baselines: list[BaselinePlan] = field(
         default_factory=list,
         metadata={
             "help": "training-free baselines evaluated on the base model like a stage, one report column "
-            "each: prompted, self_debias (docs/metrics.md)"
+            "each: a name (prompted, self_debias; docs/metrics.md) or {name, suites}"
         },
     )
     evaluation: EvalConfig = field(
@@ -160,8 +171,8 @@ def parse_pipeline(raw: dict[str, Any], source: str) -> PipelineConfig:
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise SafealignError(f"{source}, key 'stages': stage names repeat ({', '.join(names)})")
+    baselines = _parse_baselines(raw.pop("baselines", None) or [], names, source)
     top = check_keys(raw, (PipelineConfig,), source)
-    _check_baselines(top.get("baselines") or [], names, source)
     data = top.get("data", {})
     for key, spec in data.items():
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", str(key)):
@@ -177,22 +188,37 @@ def parse_pipeline(raw: dict[str, Any], source: str) -> PipelineConfig:
                 f"{source}:stages.{stage.name}: dataset {stage.dataset!r} is neither a key of 'data' "
                 f"({', '.join(data) or 'none'}) nor an existing directory"
             )
-    return PipelineConfig(**top, stages=stages, **sections)
+    return PipelineConfig(**top, stages=stages, baselines=baselines, **sections)
 
 
-def _check_baselines(baselines: list[str], stages: list[str], source: str) -> None:
-    """Known baseline names, each once, none named like a stage."""
+def _parse_baselines(raw: Any, stages: list[str], source: str) -> list[BaselinePlan]:
+    """Known baseline names, each once, none named like a stage; suites that exist."""
     from alignment.evaluation.baselines import BASELINES
+    from alignment.evaluation.registry import load_suites
 
-    for name in baselines:
-        if name not in BASELINES:
+    where = f"{source}, key 'baselines'"
+    if not isinstance(raw, list):
+        raise SafealignError(f"{where}: expected a list of names or {{name, suites}} mappings")
+    plans = []
+    for i, entry in enumerate(raw):
+        entry = {"name": entry} if isinstance(entry, str) else entry
+        if not isinstance(entry, dict):
+            raise SafealignError(f"{where}[{i}]: expected a name or a mapping with name and suites")
+        plan = from_dict(BaselinePlan, entry, f"{source}:baselines[{i}]")
+        if plan.name not in BASELINES:
+            raise SafealignError(f"{where}: unknown baseline {plan.name!r}; use {', '.join(BASELINES)}")
+        if plan.name in stages:
+            raise SafealignError(f"{where}: {plan.name!r} is also a stage name")
+        unknown = sorted(set(plan.suites or []) - set(load_suites()))
+        if unknown:
             raise SafealignError(
-                f"{source}, key 'baselines': unknown baseline {name!r}; use {', '.join(BASELINES)}"
+                f"{where}[{i}]: unknown suite {unknown[0]!r}; use {', '.join(load_suites())}"
             )
-        if name in stages:
-            raise SafealignError(f"{source}, key 'baselines': {name!r} is also a stage name")
-    if len(set(baselines)) != len(baselines):
-        raise SafealignError(f"{source}, key 'baselines': names repeat ({', '.join(baselines)})")
+        plans.append(plan)
+    names = [p.name for p in plans]
+    if len(set(names)) != len(names):
+        raise SafealignError(f"{where}: names repeat ({', '.join(names)})")
+    return plans
 
 
 def _evaluation_section(value: dict[str, Any], split: SplitSettings, source: str) -> dict[str, Any]:
@@ -425,13 +451,17 @@ class Pipeline:
         self.state.set(section, name, wall_s=round(time.perf_counter() - started, 1), threads=threads)
 
     # -- evaluation ---------------------------------------------------------------------------------------
-    def evaluate(self, name: str, model: str, chain: str, baseline: str | None = None) -> dict[str, Any]:
-        """Evaluate ``model`` (as ``baseline``, if given) into ``eval/<name>`` in a child process, unless
-        done with the same hash."""
+    def evaluate(
+        self, name: str, model: str, chain: str, baseline: BaselinePlan | None = None
+    ) -> dict[str, Any]:
+        """Evaluate ``model`` (as ``baseline``, on its suites if it names them) into ``eval/<name>`` in a
+        child process, unless done with the same hash."""
         from alignment.evaluation import load_results
 
         out = self.run_dir / "eval" / name
-        config = eval_config(self.cfg, self.classifier, self.base_path).replace(baseline=baseline)
+        config = eval_config(self.cfg, self.classifier, self.base_path)
+        if baseline is not None:
+            config = config.replace(baseline=baseline.name, suites=baseline.suites or config.suites)
         settings = dataclasses.asdict(config)
         digest = sha256_json({"chain": chain, "eval": settings})
         done = self.state.get("evals", name)
@@ -571,9 +601,9 @@ class Pipeline:
             base_chain = sha256_json({"model": cfg.model, "path": self.base_path, "classifier": classifier})
             results = {BASE: self.evaluate(BASE, self.base_path, base_chain)}
             records: dict[str, dict[str, Any] | None] = {BASE: None}
-            for name in cfg.baselines:
-                results[name] = self.evaluate(name, self.base_path, base_chain, baseline=name)
-                records[name] = None
+            for plan in cfg.baselines:
+                results[plan.name] = self.evaluate(plan.name, self.base_path, base_chain, baseline=plan)
+                records[plan.name] = None
             model, chain = self.base_path, base_chain
             for stage in cfg.stages:
                 model, chain, records[stage.name] = self.train(stage, model, chain)
@@ -631,7 +661,7 @@ def rebuild_report(run_dir: str | Path) -> dict[str, Any]:
         evaluation = {k: v for k, v in evaluation.items() if k not in PIPELINE_EVAL_KEYS}
     cfg = parse_pipeline({**raw_cfg, "evaluation": evaluation}, str(run_dir / "manifest.json"))
     results, records = {}, {}
-    for name in [BASE, *cfg.baselines] + [s.name for s in cfg.stages]:
+    for name in [BASE, *(b.name for b in cfg.baselines)] + [s.name for s in cfg.stages]:
         eval_dir = run_dir / "eval" / name
         if not (eval_dir / "results.json").is_file():
             continue

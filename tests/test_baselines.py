@@ -184,3 +184,52 @@ def test_pipeline_reports_baselines_as_columns(tiny_model, tmp_path, cli, monkey
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     bad = cli("pipeline", "--config", tmp_path / "r.yaml", "--runs-dir", tmp_path / "runs2")
     assert bad.code == 2 and "unknown baseline 'nope'" in bad.err
+    recipe["baselines"] = [{"name": "self_debias", "suites": ["crows_pair"]}]
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    bad = cli("pipeline", "--config", tmp_path / "r.yaml", "--runs-dir", tmp_path / "runs2")
+    assert bad.code == 2 and "'baselines'[0]: unknown suite 'crows_pair'" in bad.err
+    assert not (tmp_path / "runs2").exists()
+
+
+def test_a_baseline_can_run_fewer_suites_than_the_stages(tiny_model, tmp_path, cli, monkeypatch):
+    import bz2
+
+    import yaml
+
+    write_crows(
+        tmp_path / "data",
+        [(f"Women are bad at math {i}.", f"Men are bad at math {i}.", "stereo", "gender") for i in range(30)],
+    )
+    # HellaSwag's text form: "activity: context", the label, then the four endings, one per line
+    items = "".join(
+        f"Cooking: someone stirs pot {i} and\n{i % 4}\n"
+        + "".join(f"then step {k} of {i}.\n" for k in range(4))
+        for i in range(8)
+    )
+    (tmp_path / "data" / "hellaswag").mkdir()
+    (tmp_path / "data" / "hellaswag" / "hellaswag_val_full.txt.bz2").write_bytes(
+        bz2.compress(items.encode("utf-8"))
+    )
+    monkeypatch.setenv("SAFEALIGN_DATA_DIR", str(tmp_path / "data"))
+    recipe = {
+        "name": "b",
+        "model": "tiny-random",
+        "baselines": ["prompted", {"name": "self_debias", "suites": ["crows_pairs"]}],
+        "evaluation": {"preset": "quick", "limit": 4, "suites": ["crows_pairs", "hellaswag"]},
+    }
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    result = cli("pipeline", "--config", tmp_path / "r.yaml", "--runs-dir", tmp_path / "runs")
+    assert result.code == 0, result.err[-2000:]
+    evaluated = {
+        name: sorted(
+            json.loads((tmp_path / "runs" / "b" / "eval" / name / "results.json").read_text())["suites"]
+        )
+        for name in ("base", "prompted", "self_debias")
+    }
+    assert evaluated == {
+        "base": ["crows_pairs", "hellaswag"],
+        "prompted": ["crows_pairs", "hellaswag"],
+        "self_debias": ["crows_pairs"],
+    }
+    report = json.loads((tmp_path / "runs" / "b" / "metrics.json").read_text())
+    assert report["stages"] == ["base", "prompted", "self_debias"]
