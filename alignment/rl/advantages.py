@@ -7,6 +7,9 @@ statistic and always comes back as 0.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 
 
@@ -80,3 +83,44 @@ def gae(
         reversed_advantages.append(last)
     advantages = torch.stack(reversed_advantages[::-1], dim=1)
     return advantages, (advantages + values) * mask
+
+
+@dataclass
+class ScoreNormalizer:
+    """Standardise sequence scores before they enter the returns: ``none``, ``batch`` (this batch's mean
+    and sd) or ``running`` (mean and sd of every score seen so far, this batch included; Chan et al.'s
+    parallel update). ``state`` round-trips through checkpoints so a resumed run normalises the same way.
+
+    >>> n = ScoreNormalizer("running")
+    >>> [[round(v, 4) for v in n(torch.tensor(batch)).tolist()] for batch in ([1.0, 3.0], [5.0, 7.0])]
+    [[-0.7071, 0.7071], [0.3873, 1.1619]]
+    """
+
+    mode: str = "none"
+    count: float = 0.0
+    mean: float = 0.0
+    m2: float = 0.0  # sum of squared deviations from the mean
+
+    def __call__(self, scores: torch.Tensor, pooled: torch.Tensor | None = None) -> torch.Tensor:
+        """``scores`` standardised; the statistics come from ``pooled`` (all processes' scores) when given."""
+        stats = (scores if pooled is None else pooled).double()
+        if self.mode == "none":
+            return scores
+        if self.mode == "batch":
+            mean, sd = float(stats.mean()), float(stats.std()) if stats.numel() > 1 else 0.0
+        else:
+            self.update(stats)
+            mean, sd = self.mean, math.sqrt(self.m2 / (self.count - 1)) if self.count > 1 else 0.0
+        return ((scores.double() - mean) / (sd + 1e-8)).to(scores.dtype)
+
+    def update(self, values: torch.Tensor) -> None:
+        n, mean = float(values.numel()), float(values.mean())
+        m2 = float(((values - mean) ** 2).sum())
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += m2 + delta**2 * self.count * n / total
+        self.count = total
+
+    def state(self) -> dict[str, float]:
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}

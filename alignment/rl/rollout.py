@@ -14,12 +14,14 @@ import math
 import numbers
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from alignment.rl.losses import entropy_from_logits, logprobs_from_logits
+from alignment.rl.prompts import left_pad
 
 RewardFn = Callable[..., list[float]]
 
@@ -110,6 +112,57 @@ def sample_responses(
     )
     output = policy.generate(input_ids=query_ids, attention_mask=query_mask, generation_config=config)
     return output[:, query_ids.shape[1] :]
+
+
+@dataclass
+class Completions:
+    """Sampled and scored completions of a batch of prompts (responses padded after their first EOS)."""
+
+    query_ids: torch.Tensor  # (B, P), left-padded
+    query_mask: torch.Tensor
+    response_ids: torch.Tensor  # (B, R), pad after the first EOS
+    response_mask: torch.Tensor
+    ended: torch.Tensor  # (B,) an EOS was produced
+    completions: list[Any]  # text, or [{"role": "assistant", ...}] for conversational prompts
+    scores: list[float]  # the reward's raw scores (NaN where it returned None)
+
+
+@torch.no_grad()
+def sample_and_score(
+    lm: Any,
+    tokenizer: Any,
+    reward_fn: RewardFn,
+    prompts: list[Any],
+    token_ids: list[list[int]],
+    columns: dict[str, list[Any]],
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    eos_token_ids: Sequence[int],
+    device: Any,
+) -> Completions:
+    """Sample one completion per prompt from ``lm`` (see :func:`sample_responses`), decode and score it."""
+    pad = tokenizer.pad_token_id
+    query_ids, query_mask = (t.to(device) for t in left_pad(token_ids, pad))
+    responses = sample_responses(
+        lm,
+        query_ids,
+        query_mask,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        eos_token_ids=eos_token_ids,
+        pad_token_id=pad,
+    )
+    mask, ended = response_mask(responses, eos_token_ids)
+    responses = responses.masked_fill(mask == 0, pad)
+    completion_ids = [row[m.bool()].tolist() for row, m in zip(responses, mask, strict=True)]
+    texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+    completions: list[Any] = [
+        t if isinstance(p, str) else [{"role": "assistant", "content": t}]
+        for p, t in zip(prompts, texts, strict=True)
+    ]
+    scores = score_completions(reward_fn, prompts, completions, completion_ids, **columns)  # or RewardFailed
+    return Completions(query_ids, query_mask, responses, mask, ended, completions, scores)
 
 
 def _inputs(query_ids, query_mask, response_ids, response_mask_):

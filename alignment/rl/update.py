@@ -4,7 +4,7 @@ several epochs of clipped-surrogate updates over shuffled minibatches."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
@@ -95,6 +95,7 @@ def ppo_update(
     clip_grad: Callable[[float], torch.Tensor] | None = None,
     no_sync: Callable[[], AbstractContextManager] | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    critic_only: Sequence[torch.nn.Parameter] | None = None,
 ) -> dict[str, float]:
     """Compute advantages and run ``hp.ppo_epochs`` epochs of minibatch updates; return step statistics.
 
@@ -104,6 +105,10 @@ def ppo_update(
     torch; pass ``accelerator.backward``, ``lambda n: accelerator.clip_grad_norm_(params, n)`` and
     ``lambda: accelerator.no_sync(model)`` under accelerate. Raises :class:`GuardTripped` before the
     optimiser step when a loss or the gradient norm is not finite.
+
+    ``critic_only`` (the policy's parameters) makes this a value warm-up iteration: the loss is the value
+    loss alone and the gradients of those parameters are dropped before clipping, so only the value
+    head moves (AdamW skips parameters without a gradient).
     """
     mask = rollouts.response_mask
     rewards, kl = token_rewards(
@@ -135,7 +140,8 @@ def ppo_update(
                 with nullcontext() if sync else no_sync():
                     weight = mask[idx].sum() / tokens
                     parts = _micro_batch_losses(model, rollouts, advantages, returns, idx, hp)
-                    loss = (parts[0].loss + hp.vf_coef * parts[1].loss) * weight
+                    policy_term = parts[0].loss if critic_only is None else 0.0
+                    loss = (policy_term + hp.vf_coef * parts[1].loss) * weight
                     if not torch.isfinite(loss):
                         optimizer.zero_grad(set_to_none=True)
                         raise GuardTripped(
@@ -151,6 +157,8 @@ def ppo_update(
                     strict=True,
                 ):
                     totals[name] += w * value.item()
+            for param in critic_only or ():
+                param.grad = None
             grad_norm = clip_grad(hp.max_grad_norm)
             if not torch.isfinite(torch.as_tensor(grad_norm)):
                 optimizer.zero_grad(set_to_none=True)

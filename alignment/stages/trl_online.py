@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from alignment.errors import SafealignError
+from alignment.rl.headroom import HeadroomConfig
 from alignment.rl.rollout import RewardFailed, RewardFn, reward_label, score_completions
 from alignment.stages.common import StageConfig, load_causal_lm
 from alignment.stages.data import StageData
@@ -27,11 +28,11 @@ def _help(text: str) -> dict[str, str]:
 
 
 @dataclass
-class OnlineRLConfig(StageConfig):
+class OnlineRLConfig(StageConfig, HeadroomConfig):
     """Settings GRPO and RLOO share; the names match the PPO stage where the meaning is the same.
 
     ``per_device_train_batch_size`` counts completions (``num_generations`` per prompt) and must be a
-    multiple of ``num_generations``.
+    multiple of ``num_generations``. The ``headroom_*`` keys pick prompts with headroom, as for PPO.
     """
 
     reward: dict[str, Any] | str | None = field(
@@ -59,6 +60,7 @@ class OnlineRLConfig(StageConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.check_headroom()
         if self.num_generations < 2:
             raise ValueError(
                 f"num_generations must be at least 2 (the group is the baseline), got {self.num_generations}"
@@ -172,10 +174,13 @@ def make_online_trainer(ctx: StageContext, trainer_cls: type, reward_fn: RewardF
         raise SafealignError(
             f"{cfg.dataset}: every prompt is longer than max_length - max_new_tokens = {limit} tokens"
         )
+    reward = build_reward_fn(cfg.reward, reward_fn)
+    if cfg.headroom_quantile is not None:
+        shaped = with_headroom(ctx, shaped, reward, reward_fn)
     heldout = shaped.get("eval")
     trainer = trainer_cls(
         **ctx.trainer_kwargs(
-            reward_funcs=[guarded_reward(build_reward_fn(cfg.reward, reward_fn))],
+            reward_funcs=[guarded_reward(reward)],
             train_dataset=shaped["train"],
             eval_dataset=heldout if heldout is not None and len(heldout) else None,
         )
@@ -186,3 +191,36 @@ def make_online_trainer(ctx: StageContext, trainer_cls: type, reward_fn: RewardF
         reference.requires_grad_(False).eval()
         trainer.ref_model = trainer.accelerator.prepare_model(reference, evaluation_mode=True)
     return trainer
+
+
+def with_headroom(
+    ctx: StageContext, shaped: dict[str, Any], reward: RewardFn, reward_fn: RewardFn | None
+) -> dict[str, Any]:
+    """The shaped train (and held-out) datasets cut to the prompts with headroom; the selection is
+    recorded under ``dataset.headroom`` in ``stage.json``."""
+    from alignment.rl.headroom import choose_prompts, headroom_identity
+    from alignment.rl.prompts import encode_prompts
+    from alignment.stages.ppo.models import eos_token_ids
+
+    cfg: OnlineRLConfig = ctx.cfg
+    encode = dict(max_prompt_tokens=cfg.max_length - cfg.max_new_tokens, system=None, chat=cfg.chat_template)
+    sets = {name: encode_prompts(ctx.tokenizer, list(ds), **encode) for name, ds in shaped.items()}
+    for name, ds in shaped.items():  # the shaped rows already fit; the indices must line up
+        if len(sets[name]) != len(ds):
+            raise SafealignError(f"{cfg.dataset}: {name} prompts changed length when re-encoded for headroom")
+    kept, kept_heldout, record = choose_prompts(
+        cfg,
+        ctx.model,
+        ctx.tokenizer,
+        reward,
+        sets["train"],
+        sets.get("eval"),
+        run_dir=Path(ctx.args.output_dir).parent,
+        identity=headroom_identity(cfg, ctx.source, reward, reward_fn),
+        eos_token_ids=eos_token_ids(ctx.tokenizer, ctx.model),
+    )
+    ctx.data.info["headroom"] = record
+    out = dict(shaped, train=shaped["train"].select(kept))
+    if kept_heldout is not None:
+        out["eval"] = shaped["eval"].select(kept_heldout)
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from alignment.rl.headroom import HeadroomConfig
 from alignment.rl.kl import KL_ESTIMATORS
 from alignment.rl.update import PPOHyperparameters
 from alignment.stages.common import StageConfig
@@ -15,12 +16,13 @@ def _help(text: str) -> dict[str, str]:
 
 
 @dataclass
-class PPOStageConfig(StageConfig):
+class PPOStageConfig(StageConfig, HeadroomConfig):
     """The PPO stage: the shared stage settings plus rollout, reward, KL and PPO-update knobs.
 
     Shared settings keep their meaning: ``per_device_train_batch_size`` rollouts per forward/backward
     pass, times ``gradient_accumulation_steps`` per optimiser step (one PPO minibatch);
     ``max_steps`` counts PPO iterations (rollout + update); ``max_length`` caps prompt plus completion.
+    The ``headroom_*`` keys (:class:`~alignment.rl.headroom.HeadroomConfig`) pick prompts with headroom.
     """
 
     reward: dict[str, Any] | str | None = field(
@@ -49,6 +51,13 @@ class PPOStageConfig(StageConfig):
     kl_ceiling: float | None = field(
         default=50.0, metadata=_help("stop when the mean KL per completion exceeds this (nats); unset: never")
     )
+    kl_stop: float | None = field(
+        default=None,
+        metadata=_help(
+            "end training normally (model kept, status completed) when the mean KL per completion of a "
+            "rollout batch exceeds this (nats), before updating on it; unset: never"
+        ),
+    )
     gamma: float = field(default=1.0, metadata=_help("discount factor in GAE"))
     lam: float = field(default=0.95, metadata=_help("GAE lambda"))
     clip_range: float = field(default=0.2, metadata=_help("PPO policy ratio clip epsilon"))
@@ -58,6 +67,20 @@ class PPOStageConfig(StageConfig):
     vf_coef: float = field(default=0.1, metadata=_help("weight of the value loss"))
     whiten_rewards: bool = field(
         default=False, metadata=_help("scale token rewards to unit variance before GAE")
+    )
+    reward_normalization: Literal["none", "batch", "running"] = field(
+        default="none",
+        metadata=_help(
+            "standardise the scores before the KL penalty: none; batch (mean and sd of this iteration's "
+            "scores); running (mean and sd of every score so far)"
+        ),
+    )
+    value_warmup_steps: int = field(
+        default=0,
+        metadata=_help(
+            "the first N iterations train only the value head (no policy update), so the critic "
+            "tracks the returns before its advantages move the policy; they count in max_steps"
+        ),
     )
     max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping norm"))
     missing_eos_penalty: float | None = field(
@@ -85,6 +108,13 @@ class PPOStageConfig(StageConfig):
     max_eval_samples: int | None = field(
         default=64, metadata=_help("held-out prompts scored before and after training (and every eval_steps)")
     )
+    eval_samples: int = field(
+        default=1,
+        metadata=_help(
+            "completions sampled per held-out prompt (the same seed at every evaluation, so base and "
+            "trained policy are compared prompt by prompt)"
+        ),
+    )
     save_steps: int = field(default=10, metadata=_help("write a checkpoint every N PPO iterations"))
     logging_steps: int = field(default=1, metadata=_help("log statistics every N PPO iterations"))
 
@@ -92,7 +122,8 @@ class PPOStageConfig(StageConfig):
         if self.trl_args:
             raise ValueError("trl_args does not apply to PPO, which is safealign's own trainer")
         super().__post_init__()
-        for name in ("rollout_batch_size", "ppo_epochs", "max_new_tokens"):
+        self.check_headroom()
+        for name in ("rollout_batch_size", "ppo_epochs", "max_new_tokens", "eval_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         minibatch = self.per_device_train_batch_size * self.gradient_accumulation_steps
@@ -116,7 +147,13 @@ class PPOStageConfig(StageConfig):
             )
         if not 0 <= self.gamma <= 1 or not 0 <= self.lam <= 1:
             raise ValueError(f"gamma and lam must be in [0, 1], got {self.gamma} and {self.lam}")
-        for name in ("kl_target", "kl_ceiling"):
+        if self.reward_normalization not in ("none", "batch", "running"):
+            raise ValueError(
+                f"reward_normalization must be none, batch or running, got {self.reward_normalization!r}"
+            )
+        if self.value_warmup_steps < 0:
+            raise ValueError(f"value_warmup_steps must be >= 0, got {self.value_warmup_steps}")
+        for name in ("kl_target", "kl_ceiling", "kl_stop"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0 or unset, got {getattr(self, name)}")
         if self.value_head_learning_rate <= 0:

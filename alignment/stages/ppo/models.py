@@ -9,17 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from alignment.rl.kl import kl_per_token
-from alignment.rl.prompts import PromptSet, left_pad
+from alignment.rl.prompts import PromptSet
 from alignment.rl.rollout import (
     RewardFn,
     reference_logprobs,
-    response_mask,
     reward_components,
     rollout_statistics,
-    sample_responses,
-    score_completions,
+    sample_and_score,
 )
+from alignment.rl.scoring import score_prompts
 from alignment.rl.update import Rollouts
 from alignment.rl.value_head import PolicyWithValue
 from alignment.stages.common import load_causal_lm, load_stage_model
@@ -121,30 +119,24 @@ def collect(
     columns: dict[str, list[Any]],
 ) -> Sampled:
     """Sample, score and evaluate one batch of prompts (no gradients)."""
-    tokenizer = models.tokenizer
-    device = accelerator.device
-    query_ids, query_mask = (t.to(device) for t in left_pad(token_ids, tokenizer.pad_token_id))
     policy = models.policy
     with torch.no_grad(), accelerator.autocast():
-        responses = sample_responses(
+        sampled = sample_and_score(
             policy.policy,
-            query_ids,
-            query_mask,
+            models.tokenizer,
+            reward_fn,
+            prompts,
+            token_ids,
+            columns,
             max_new_tokens=cfg.max_new_tokens,
             temperature=cfg.temperature,
             eos_token_ids=eos_ids,
-            pad_token_id=tokenizer.pad_token_id,
+            device=accelerator.device,
         )
-        mask, ended = response_mask(responses, eos_ids)
-        responses = responses.masked_fill(mask == 0, tokenizer.pad_token_id)
-        completion_ids = [row[m.bool()].tolist() for row, m in zip(responses, mask, strict=True)]
-        texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
-        completions: list[Any] = [
-            t if isinstance(p, str) else [{"role": "assistant", "content": t}]
-            for p, t in zip(prompts, texts, strict=True)
-        ]
-        raw = score_completions(reward_fn, prompts, completions, completion_ids, **columns)  # or RewardFailed
-        scores = torch.tensor(raw, dtype=torch.float32, device=device)
+        query_ids, query_mask = sampled.query_ids, sampled.query_mask
+        responses, mask, ended = sampled.response_ids, sampled.response_mask, sampled.ended
+        raw = sampled.scores
+        scores = torch.tensor(raw, dtype=torch.float32, device=accelerator.device)
         if cfg.missing_eos_penalty is not None:
             scores = scores - cfg.missing_eos_penalty * (~ended).float()
         chunk = cfg.per_device_train_batch_size
@@ -158,7 +150,7 @@ def collect(
     rollouts = Rollouts(
         query_ids, query_mask, responses, mask, logprobs, ref_logprobs, values, scores, entropy=entropy
     )
-    return Sampled(rollouts, completions, ended, raw, reward_components(reward_fn))
+    return Sampled(rollouts, sampled.completions, ended, raw, reward_components(reward_fn))
 
 
 def global_mean(accelerator: Any, values: dict[str, float]) -> dict[str, float]:
@@ -178,28 +170,43 @@ def evaluate_heldout(
     reward_fn: RewardFn,
     eos_ids: list[int],
     data: PromptSet,
-) -> dict[str, float]:
-    """Mean reward, KL and length of one sampled completion per held-out prompt (sharded over processes)."""
+) -> tuple[dict[str, float], list[float]]:
+    """Mean reward, KL and length of ``eval_samples`` sampled completions per held-out prompt (sharded over
+    processes, the same seed every time), and the mean reward of each prompt in prompt order."""
+    from accelerate.utils import gather_object
+
     rank, world = accelerator.process_index, accelerator.num_processes
     indices = list(range(rank, len(data), world))
-    total = {"eval_reward": 0.0, "eval_kl": 0.0, "eval_response_length": 0.0}
-    count = 0
-    torch.manual_seed(cfg.seed + 7919 + rank)  # the same held-out samples before and after training
-    batch = max(cfg.per_device_eval_batch_size, 1)
-    for start in range(0, len(indices), batch):
-        prompts, token_ids, columns = data.select(indices[start : start + batch])
-        sampled = collect(models, accelerator, cfg, reward_fn, eos_ids, prompts, token_ids, columns)
-        r = sampled.rollouts
-        kl = (kl_per_token(r.logprobs, r.ref_logprobs, cfg.kl_estimator) * r.response_mask).sum(1)
-        total["eval_reward"] += float(sum(sampled.raw_scores))
-        total["eval_kl"] += float(kl.sum())
-        total["eval_response_length"] += float(r.response_mask.sum())
-        count += len(prompts)
-    keys = sorted(total)
-    tensor = torch.tensor([total[k] for k in keys] + [count], dtype=torch.float64, device=accelerator.device)
+    lm = models.peft_model()
+    result = score_prompts(
+        lm,
+        models.tokenizer,
+        data,
+        indices,
+        reward_fn,
+        samples=cfg.eval_samples,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        eos_token_ids=eos_ids,
+        seed=cfg.seed + 7919 + rank,
+        batch_size=max(cfg.per_device_eval_batch_size, 1),
+        device=accelerator.device,
+        reference=models.reference_lm,
+        kl_estimator=cfg.kl_estimator,
+        autocast=accelerator.autocast,
+    )
+    assert result.kl is not None
+    rows = list(zip(indices, result.per_prompt(), result.kl.sum(1), result.lengths.sum(1), strict=True))
     if world > 1:
-        tensor = accelerator.reduce(tensor, reduction="sum")
-    n = max(float(tensor[-1]), 1.0)
-    result = {k: float(v) / n for k, v in zip(keys, tensor[:-1].tolist(), strict=True)}
-    result["eval_prompts"] = int(tensor[-1])
-    return result
+        rows = sorted(gather_object(rows))
+    n_completions = len(rows) * cfg.eval_samples
+    reward = [float(r[1]) for r in rows]
+    kl, tokens = sum(float(r[2]) for r in rows), sum(float(r[3]) for r in rows)
+    summary = {
+        "eval_reward": sum(reward) / max(len(reward), 1),
+        "eval_kl": kl / max(n_completions, 1),
+        "eval_kl_per_token": kl / max(tokens, 1.0),
+        "eval_response_length": tokens / max(n_completions, 1),
+        "eval_prompts": len(rows),
+    }
+    return summary, reward

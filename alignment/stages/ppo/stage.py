@@ -10,13 +10,14 @@ import torch
 
 import alignment.stages.prompt_data  # noqa: F401  (registers the `prompt` dataset kind)
 from alignment.errors import SafealignError
+from alignment.rl.headroom import choose_prompts, headroom_identity, subset
 from alignment.rl.prompts import PromptSet, encode_prompts
 from alignment.rl.rollout import RewardFn
 from alignment.rl.update import GuardTripped
 from alignment.stages.common import choose_precision, resolve_input_model
 from alignment.stages.ppo.checkpoint import save_final
 from alignment.stages.ppo.config import PPOStageConfig
-from alignment.stages.ppo.models import load_models
+from alignment.stages.ppo.models import eos_token_ids, load_models
 from alignment.stages.ppo.trainer import PPOTrainer
 from alignment.stages.record import StageRecord, config_hash, precision_fields, record_head, resumed_fields
 from alignment.stages.rundir import StageDir
@@ -51,6 +52,40 @@ def _load_prompts(
     return train, (heldout if heldout is not None and len(heldout) else None), info
 
 
+def _with_headroom(
+    cfg: PPOStageConfig,
+    sd: StageDir,
+    models: Any,
+    reward: RewardFn,
+    identity: dict[str, Any],
+    accelerator: Any,
+    prompts: tuple[PromptSet, PromptSet | None, dict],
+) -> tuple[PromptSet, PromptSet | None, dict]:
+    """The train (and held-out) prompts cut to those with headroom; the main process samples, the others
+    receive its choice."""
+    train, heldout, data_info = prompts
+    kept, kept_heldout, record = broadcast_from_main(
+        lambda: choose_prompts(
+            cfg,
+            models.peft_model(),
+            models.tokenizer,
+            reward,
+            train,
+            heldout,
+            run_dir=sd.root,
+            identity=identity,
+            eos_token_ids=eos_token_ids(models.tokenizer, models.peft_model()),
+        ),
+        accelerator.state,
+    )
+    train = subset(train, kept)
+    info = dict(data_info, headroom=record, train_prompts=len(train))
+    if heldout is not None and kept_heldout is not None:
+        heldout = subset(heldout, kept_heldout)
+        info["eval_prompts"] = len(heldout)
+    return train, heldout, info
+
+
 def _summary(history: list[dict[str, Any]], evals: list[dict[str, Any]], window: int = 5) -> dict[str, Any]:
     """Start and end of the reward and KL curves (means over the first and last ``window`` steps)."""
     metrics: dict[str, Any] = {}
@@ -65,7 +100,7 @@ def _summary(history: list[dict[str, Any]], evals: list[dict[str, Any]], window:
                     metrics[f"{key}_{name}"] = round(sum(values) / len(values), 6)
         metrics["kl_coef_end"] = history[-1].get("kl_coef")
     if evals:
-        for key in ("eval_reward", "eval_kl"):
+        for key in ("eval_reward", "eval_kl", "eval_kl_per_token"):
             metrics[f"{key}_start"] = evals[0].get(key)
             metrics[f"{key}_end"] = evals[-1].get(key)
         metrics["eval_prompts"] = evals[-1].get("eval_prompts")
@@ -138,6 +173,10 @@ def _run_locked(
     train, heldout, data_info = loaded["data"] if is_main else _load_prompts(cfg, sd, models.tokenizer)
     if decision.clear and is_main:
         sd.clear()
+    if cfg.headroom_quantile is not None:
+        identity = headroom_identity(cfg, source, reward, reward_fn)
+        prompts = (train, heldout, data_info)
+        train, heldout, data_info = _with_headroom(cfg, sd, models, reward, identity, accelerator, prompts)
     previous = (sd.read() or {}) if decision.action == "resume" else {}
     stage_record = StageRecord(
         sd,
@@ -186,11 +225,17 @@ def _run_locked(
                 trust_remote_code=cfg.trust_remote_code,
             )
         accelerator.wait_for_everyone()
+        metrics = _summary(trainer.history, trainer.evals)
+        change = trainer.heldout_change(err)
+        if change is not None:
+            metrics["eval_reward_change"] = change
+        if trainer.early_stop is not None:
+            metrics["early_stop"] = trainer.early_stop
         stage_record.complete(
             STAGE,
             global_step=trainer.step,
             max_steps=trainer.steps,
-            metrics=_summary(trainer.history, trainer.evals),
+            metrics=metrics,
             curves={"train": trainer.history, "eval": trainer.evals},
             model=model_record,
             step_time=trainer.step_time(),

@@ -8,11 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from alignment.rl.advantages import ScoreNormalizer
 from alignment.rl.kl import KLController
 from alignment.rl.prompts import PromptSet, batch_indices
 from alignment.rl.rollout import RewardFn, reward_label
+from alignment.rl.scoring import paired_change
 from alignment.rl.update import GuardTripped, ppo_update
 from alignment.stages.ppo.checkpoint import TRAINER_STATE, load_checkpoint, params_finite, save_checkpoint
 from alignment.stages.ppo.config import PPOStageConfig
@@ -60,7 +63,7 @@ class PPOTrainer:
         self.steps = total_steps(cfg, len(train), accelerator.num_processes)
         head = [p for p in models.policy.value_head.parameters() if p.requires_grad]
         trunk = [p for p in models.policy.policy.parameters() if p.requires_grad]
-        self.params = trunk + head
+        self.params, self.trunk = trunk + head, trunk
         self.optimizer = torch.optim.AdamW(
             [
                 {"params": trunk, "lr": cfg.learning_rate},
@@ -74,11 +77,15 @@ class PPOTrainer:
             cfg.lr_scheduler_type, self.optimizer, num_warmup_steps=warmup, num_training_steps=self.steps
         )
         self.controller = KLController(cfg.kl_coef, target=cfg.kl_target, horizon=cfg.kl_horizon)
+        self.normalizer = ScoreNormalizer(cfg.reward_normalization)
         self.hp = cfg.hyperparameters()
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.evals: list[dict[str, Any]] = []
         self.step_times: list[float] = []
+        self.heldout_base: list[float] = []  # per-prompt held-out reward of the starting policy (step 0)
+        self.heldout_last: list[float] = []  # the same at the latest evaluation
+        self.early_stop: dict[str, Any] | None = None
         self.model = models.policy  # the module the updates run through (DDP-wrapped after prepare)
 
     def resume(self, checkpoint: Path) -> None:
@@ -86,6 +93,10 @@ class PPOTrainer:
         self.step = int(state["step"])
         self.controller.value = float(state["kl_coef"])
         self.history, self.evals = list(state.get("history", [])), list(state.get("evals", []))
+        self.heldout_base = list(state.get("heldout_base", []))
+        normalizer = state.get("score_normalizer")
+        if normalizer:
+            self.normalizer = ScoreNormalizer(self.cfg.reward_normalization, **normalizer)
 
     def prepare(self) -> None:
         """Hand the policy and optimiser to accelerate (device placement, DDP, mixed precision)."""
@@ -113,8 +124,9 @@ class PPOTrainer:
         self.models.policy.eval()
         return collect(self.models, acc, self.cfg, self.reward, self.eos_ids, prompts, token_ids, columns)
 
-    def check_guards(self, sampled: Sampled) -> None:
-        """Raise :class:`GuardTripped` for non-finite rewards or a KL above the ceiling (before updating)."""
+    def check_guards(self, sampled: Sampled) -> float:
+        """Raise :class:`GuardTripped` for non-finite rewards or a KL above the ceiling (before updating);
+        return the batch's mean KL per completion."""
         acc = self.accelerator
         counts = torch.tensor(
             [sum(not math.isfinite(v) for v in sampled.raw_scores), len(sampled.raw_scores)],
@@ -135,6 +147,7 @@ class PPOTrainer:
                 f"the KL to the reference ({kl:.2f} nats per completion) exceeds "
                 f"kl_ceiling {self.cfg.kl_ceiling}"
             )
+        return kl
 
     def check_weights(self) -> None:
         """Raise :class:`GuardTripped` when the update left weights, or the outputs, non-finite."""
@@ -147,10 +160,14 @@ class PPOTrainer:
         acc = self.accelerator
         generator = torch.Generator().manual_seed(self._seed(self.step))
         self.models.policy.train()
+        r = sampled.rollouts
+        pooled = acc.gather(r.scores) if acc.num_processes > 1 else None
+        r.scores = self.normalizer(r.scores, pooled)
+        warming_up = self.step < self.cfg.value_warmup_steps
         stats = ppo_update(
             self.model,
             self.optimizer,
-            sampled.rollouts,
+            r,
             self.controller.value,
             self.hp,
             generator=generator,
@@ -158,8 +175,8 @@ class PPOTrainer:
             clip_grad=lambda n: acc.clip_grad_norm_(self.params, n),
             no_sync=(lambda: acc.no_sync(self.model)) if acc.num_processes > 1 else None,
             scheduler=self.scheduler,
+            critic_only=self.trunk if warming_up else None,
         )
-        r = sampled.rollouts
         mask = r.response_mask.float()
         raw = torch.tensor(sampled.raw_scores)
         local = {
@@ -173,32 +190,59 @@ class PPOTrainer:
             **stats,
         }
         row = global_mean(acc, local)
+        row["kl_per_token"] = row["kl"] / max(row["response_length"], 1e-8)
         self.controller.update(row["kl"], n_steps=self.cfg.rollout_batch_size * acc.num_processes)
         return {
             "step": self.step + 1,
             **{k: round(v, 6) for k, v in row.items()},
             "kl_coef": round(self.controller.value, 8),
+            "critic_only": warming_up,
             "learning_rate": self.scheduler.get_last_lr()[0],
         }
 
     def evaluate(self, console: Any) -> None:
-        """Score one sample per held-out prompt and append it to the eval curve."""
+        """Score ``eval_samples`` completions per held-out prompt and append the means to the eval curve."""
         self.models.policy.eval()
-        result = evaluate_heldout(
+        result, per_prompt = evaluate_heldout(
             self.models, self.accelerator, self.cfg, self.reward, self.eos_ids, self.heldout
         )
+        if self.step == 0 and not self.heldout_base:
+            self.heldout_base = per_prompt
+        self.heldout_last = per_prompt
         self.evals.append({"step": self.step, **{k: round(v, 6) for k, v in result.items()}})
         if self.is_main:
             console.print(
                 f"[dim]ppo held-out at step {self.step}: reward {result['eval_reward']:.4f}, "
-                f"KL {result['eval_kl']:.3f} over {result['eval_prompts']} prompts[/]"
+                f"KL {result['eval_kl']:.3f} ({result['eval_kl_per_token']:.4f}/token) over "
+                f"{result['eval_prompts']} prompts x {self.cfg.eval_samples}[/]"
             )
+
+    def heldout_change(self, console: Any) -> dict[str, Any] | None:
+        """The trained minus starting policy's held-out reward, paired over prompts (None without both)."""
+        if not self.heldout_base or len(self.heldout_base) != len(self.heldout_last) or self.step == 0:
+            return None
+        change = paired_change(np.array(self.heldout_base), np.array(self.heldout_last), seed=self.cfg.seed)
+        if self.is_main:
+            low, high = change["ci95"]
+            console.print(
+                f"ppo held-out reward {change['base_mean']:.4f} -> {change['trained_mean']:.4f}: "
+                f"{change['change']:+.4f} ({change['change_in_base_sd']:+.2f} base sd; 95% CI "
+                f"{low:+.4f} to {high:+.4f}, p {change['p']:.3f}, {change['n']} prompts)"
+            )
+        return change
 
     def save(self, **extra: Any) -> Path | None:
         """Checkpoint the current state as ``checkpoint-<step>`` (main process; all processes wait)."""
         path = None
         if self.is_main:
-            state = {"kl_coef": self.controller.value, "history": self.history, "evals": self.evals, **extra}
+            state = {
+                "kl_coef": self.controller.value,
+                "history": self.history,
+                "evals": self.evals,
+                "heldout_base": self.heldout_base,
+                "score_normalizer": self.normalizer.state(),
+                **extra,
+            }
             path = save_checkpoint(
                 self.sd,
                 self.step,
@@ -232,7 +276,10 @@ class PPOTrainer:
             while self.step < self.steps:
                 started = time.perf_counter()
                 sampled = self.rollout()
-                self.check_guards(sampled)
+                kl = self.check_guards(sampled)
+                if cfg.kl_stop is not None and kl > cfg.kl_stop:
+                    self.stop_early(kl, console)
+                    break
                 row = self.update(sampled)
                 self.check_weights()
                 self.step += 1
@@ -251,8 +298,19 @@ class PPOTrainer:
                     self.save()
         finally:
             live.close()
-        if self.heldout is not None and (not self.evals or self.evals[-1]["step"] != self.steps):
+        if self.heldout is not None and (not self.evals or self.evals[-1]["step"] != self.step):
             self.evaluate(console)
+
+    def stop_early(self, kl: float, console: Any) -> None:
+        """End training at this step because the KL passed ``kl_stop``: keep the model as it is."""
+        self.early_stop = {"step": self.step, "kl": round(kl, 6), "kl_stop": self.cfg.kl_stop}
+        if self.is_main:
+            console.print(
+                f"[yellow]ppo stops early at step {self.step}: KL {kl:.2f} nats per completion exceeds "
+                f"kl_stop {self.cfg.kl_stop}; the model of this step is kept[/]"
+            )
+        if not (self.sd.checkpoints / f"checkpoint-{self.step}" / TRAINER_STATE).is_file():
+            self.save(early_stop=self.early_stop)
 
     def step_time(self) -> dict[str, Any]:
         """Median and spread of the iteration times, leaving out the first (warm-up)."""

@@ -1,0 +1,137 @@
+"""The reward of a model's own completions per prompt, without training: the base model's scores that pick
+prompts with headroom, and the held-out reward before and after RL, compared prompt by prompt.
+
+Sampling is seeded per batch from ``seed`` and the batch's position, so two models scored with the same
+seed draw their completions with the same random numbers (common random numbers): the paired difference
+then reflects the models, not the luck of the draw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from alignment.rl.kl import KLEstimator, kl_per_token
+from alignment.rl.prompts import PromptSet
+from alignment.rl.rollout import RewardFn, lm_logprobs, sample_and_score
+
+
+@dataclass
+class PromptScores:
+    """Scores of ``samples`` completions of each prompt, ``(prompts, samples)`` arrays."""
+
+    scores: np.ndarray
+    lengths: np.ndarray  # completion tokens
+    kl: np.ndarray | None = None  # summed per-token KL to the reference, when one was given
+
+    def per_prompt(self) -> np.ndarray:
+        """The mean score of each prompt's completions."""
+        return self.scores.mean(axis=1)
+
+
+@torch.no_grad()
+def score_prompts(
+    lm: Any,
+    tokenizer: Any,
+    data: PromptSet,
+    indices: Sequence[int],
+    reward_fn: RewardFn,
+    *,
+    samples: int,
+    max_new_tokens: int,
+    temperature: float,
+    eos_token_ids: Sequence[int],
+    seed: int,
+    batch_size: int,
+    device: Any = "cpu",
+    reference: Callable[[], AbstractContextManager[Any]] | None = None,
+    kl_estimator: KLEstimator = "k1",
+    autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
+) -> PromptScores:
+    """Sample ``samples`` completions of each prompt in ``indices`` from ``lm`` and score them.
+
+    With ``reference`` (a context manager yielding the reference LM), the summed per-token KL of each
+    completion to it is measured too, from teacher-forced log-probs of both models.
+    """
+    rows = [i for i in indices for _ in range(samples)]
+    scores: list[float] = []
+    lengths: list[float] = []
+    kls: list[float] = []
+    for batch, start in enumerate(range(0, len(rows), max(batch_size, 1))):
+        torch.manual_seed(seed * 1_000_003 + batch)
+        prompts, token_ids, columns = data.select(rows[start : start + batch_size])
+        with autocast():
+            done = sample_and_score(
+                lm,
+                tokenizer,
+                reward_fn,
+                prompts,
+                token_ids,
+                columns,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                eos_token_ids=eos_token_ids,
+                device=device,
+            )
+            scores.extend(done.scores)
+            lengths.extend(done.response_mask.sum(1).tolist())
+            if reference is not None:
+                kls.extend(_sequence_kl(lm, reference, done, temperature, kl_estimator).tolist())
+    shape = (len(indices), samples)
+    return PromptScores(
+        np.asarray(scores, dtype=float).reshape(shape),
+        np.asarray(lengths, dtype=float).reshape(shape),
+        np.asarray(kls, dtype=float).reshape(shape) if reference is not None else None,
+    )
+
+
+def _sequence_kl(
+    lm: Any,
+    reference: Callable[[], AbstractContextManager[Any]],
+    done: Any,
+    temperature: float,
+    estimator: KLEstimator,
+) -> torch.Tensor:
+    args = (done.query_ids, done.query_mask, done.response_ids, done.response_mask, temperature)
+    logprobs = lm_logprobs(lm, *args)
+    with reference() as ref:
+        ref_logprobs = lm_logprobs(ref, *args)
+    return (kl_per_token(logprobs, ref_logprobs, estimator) * done.response_mask).sum(1).float().cpu()
+
+
+def paired_change(base: np.ndarray, trained: np.ndarray, *, seed: int = 0) -> dict[str, Any]:
+    """Trained minus base mean reward over the same prompts: the paired bootstrap interval and p-value
+    (resampling prompts), and the change in units of the base's standard deviation over prompts.
+
+    >>> out = paired_change(np.array([0.1, 0.5, 0.3, 0.7]), np.array([0.3, 0.6, 0.5, 0.8]))
+    >>> out["change"], out["base_sd"], out["change_in_base_sd"]
+    (0.15, 0.258199, 0.580948)
+    """
+    from alignment.evaluation.stats import paired_bootstrap
+
+    base, trained = np.asarray(base, dtype=float), np.asarray(trained, dtype=float)
+    if base.shape != trained.shape:
+        raise ValueError(f"paired rewards differ in length: {base.size} and {trained.size}")
+    est = paired_bootstrap(lambda i: base[i].mean(), lambda i: trained[i].mean(), base.size, seed=seed)
+    sd = float(base.std(ddof=1)) if base.size > 1 else float("nan")
+    in_sd = est.value / sd if sd > 0 else float("nan")
+    return {
+        "n": est.n,
+        "base_mean": round(float(base.mean()), 6),
+        "trained_mean": round(float(trained.mean()), 6),
+        "change": round(est.value, 6),
+        "ci95": [_round(est.low), _round(est.high)],
+        "p": _round(est.p),
+        "test": est.test,
+        "base_sd": round(sd, 6),
+        "change_in_base_sd": _round(in_sd),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None or not np.isfinite(value) else round(float(value), 6)
