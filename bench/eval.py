@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from alignment.evaluation.engine import LoglikEngine
-from bench.record import finish, make_record, ratio, summarize, time_alternating
+from bench.record import cli_main, finish, make_record, ratio, summarize, time_alternating
 
 FALLBACK = [
     "The nurse said the report was late.",
@@ -146,4 +146,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli_main(main, "eval"))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from scipy.stats import binom, norm
 from alignment.evaluation.paired import Unpaired, field_values, load_samples, match_items
 from alignment.evaluation.registry import load_suites
 from alignment.io import atomic_write_json
+from bench.record import cli_main
 
 
 def mcnemar_power(n: int, discordance: float, delta: float, alpha: float = 0.05) -> float:
@@ -147,4 +147,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(cli_main(main, "eval_power"))

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.record import finish, make_record, ratio, summarize
+from bench.record import cli_main, finish, make_record, ratio, summarize
 
 STAGE_SETTINGS: dict[str, dict[str, Any]] = {
     "sft": {"per_device_train_batch_size": 8, "max_length": 256},
@@ -236,4 +236,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli_main(main, "memory"))

@@ -224,3 +224,15 @@ def finish(record: Mapping[str, Any], path: str | Path | None = None, title: str
     target = write_record(record, path)
     out.print(f"written to {target}")
     return target
+
+
+def cli_main(main: Callable[[], int], name: str) -> int:
+    """Run a benchmark's ``main`` as a command: bad input (a :class:`SafealignError`) prints one line
+    ``bench.NAME: error: ...`` and gives its exit code (2) instead of a traceback."""
+    from alignment.errors import SafealignError
+
+    try:
+        return main()
+    except SafealignError as exc:
+        print(f"bench.{name}: error: {exc}", file=sys.stderr)
+        return exc.exit_code

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.record import finish, make_record, ratio, summarize, time_alternating
+from bench.record import cli_main, finish, make_record, ratio, summarize, time_alternating
 
 SENTENCES = (
     "Thanks for the detailed answer, it really helped me understand the problem.",
@@ -115,4 +115,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli_main(main, "reward"))

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.record import finish, make_record, ratio, summarize
+from bench.record import cli_main, finish, make_record, ratio, summarize
 
 
 def _synthetic_prompts(folder: Path, n: int = 64) -> str:
@@ -184,4 +184,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli_main(main, "rl"))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from alignment.models.builtin import TINY_SUBJECTS as SUBJECTS  # words the data is built from
-from bench.record import finish, make_record, ratio, summarize
+from bench.record import cli_main, finish, make_record, ratio, summarize
 
 
 def _turn(role: str, text: str) -> list[dict[str, str]]:
@@ -256,4 +256,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli_main(main, "stages"))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from alignment.io import atomic_write_json
+from bench.record import cli_main
 
 
 def _children() -> dict[int, list[int]]:
@@ -100,4 +101,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(cli_main(main, "tree_memory"))

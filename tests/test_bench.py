@@ -8,6 +8,8 @@ at the repository root, outside the installed packages; pytest puts the root on 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -159,6 +161,26 @@ def test_reward_benchmark_times_each_scorer_batched_and_one_by_one(tmp_path, mon
     assert all(s["n"] == 2 for s in record["variants"].values())
     assert record["params"] == {"texts": 4, "batch_size": 2, "scorers": ["profanity"]}
     assert "profanity/batched" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "named"),
+    [
+        ("reward", ["--scorers", "nope"], "unknown toxicity scorer 'nope'"),
+        ("eval", ["--model", "no-such"], "no-such"),
+    ],
+)
+def test_a_benchmark_given_bad_input_fails_with_one_line(module, args, named, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", f"bench.{module}", *args, "--out", str(tmp_path / "r.json")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"bench.{module}: error: ") and named in lines[0]
+    assert not (tmp_path / "r.json").exists()
 
 
 def test_mcnemar_sample_size_gives_the_stated_power():
