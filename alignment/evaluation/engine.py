@@ -387,7 +387,7 @@ class LoglikEngine:
         keep[:, -1] = True
         ids, mask, positions = ids.to(self.device), mask.to(self.device), positions.to(self.device)
         last_logits, out = self._forward(ids, mask, positions, keep.to(self.device), use_cache=True)
-        cache = out.past_key_values
+        cache = out.cache
         if cache is None or not hasattr(cache, "layers"):
             self.share_prefix = False
             self._score_full([(c, t) for c in batch_contexts for t in groups[c]], results)
@@ -419,7 +419,7 @@ class LoglikEngine:
                 full_mask,
                 tail_positions,
                 tail_mask.bool(),
-                past_key_values=part_cache,
+                cache=part_cache,
                 use_cache=True,
             )
             targets = [tok for _, _, cont in chosen for tok in cont[1:]]
