@@ -37,10 +37,8 @@ def number_of(prompt) -> int:
 
 def odd_prompts_score_low(prompts, completions, **kwargs):
     """0 on prompts with an odd number, 1 on even ones, plus a small completion-length term."""
-    return [
-        float(number_of(p) % 2 == 0) + 0.01 * len(str(c)) / 100
-        for p, c in zip(prompts, completions, strict=True)
-    ]
+    texts = [c if isinstance(c, str) else c[0]["content"] for c in completions]
+    return [float(number_of(p) % 2 == 0) + 0.0001 * len(t) for p, t in zip(prompts, texts, strict=True)]
 
 
 def prompt_set(n: int) -> PromptSet:
@@ -252,7 +250,7 @@ def test_batch_normalised_scores_have_zero_mean(prompts, tmp_path):
     assert all(abs(r["score"]) < 1e-5 and r["reward"] > 0.05 for r in rows)
 
 
-def test_grpo_selects_prompts_with_headroom(prompts, tmp_path):
+def test_grpo_selects_prompts_with_headroom_and_scores_heldout_like_ppo(prompts, tmp_path):
     from alignment.stages.grpo import GRPOStageConfig, run_grpo
 
     seen: list[int] = []
@@ -262,20 +260,28 @@ def test_grpo_selects_prompts_with_headroom(prompts, tmp_path):
         return odd_prompts_score_low(prompts, completions)
 
     reward.__name__ = "odd_low"
-    cfg = GRPOStageConfig(
+    shared = dict(
         model="tiny-random",
         dataset=prompts,
         max_steps=1,
-        per_device_train_batch_size=4,
-        num_generations=2,
         max_new_tokens=4,
         max_length=96,
         headroom_quantile=0.25,
         headroom_samples=1,
-        eval_split="none",
+        eval_samples=2,
+        per_device_eval_batch_size=8,
         save_steps=100,
     )
+    cfg = GRPOStageConfig(**shared, per_device_train_batch_size=4, num_generations=2)
     run_grpo(cfg, tmp_path / "grpo", reward_fn=reward)
     record = stage(tmp_path / "grpo")
     assert record["dataset"]["headroom"]["train"]["kept"] == 6
-    assert len(seen) > 24 and all(n % 2 == 1 for n in seen[24:])
+    assert len(seen) > 24 and all(n % 2 == 1 for n in seen[24:] if n < 1000)
+    grpo = record["metrics"]
+    change = grpo["eval_reward_change"]
+    assert change["n"] == grpo["eval_prompts"] == 8
+    assert change["change"] == pytest.approx(grpo["eval_reward_end"] - grpo["eval_reward_start"], abs=1e-5)
+    assert grpo["eval_kl_per_token_end"] > 0
+    # the starting model's held-out samples are PPO's: same seed, prompts and sampler
+    run_ppo(PPOStageConfig(**dict(TINY, **shared, rollout_batch_size=8)), tmp_path / "ppo", reward_fn=reward)
+    assert stage(tmp_path / "ppo")["metrics"]["eval_reward_start"] == pytest.approx(grpo["eval_reward_start"])

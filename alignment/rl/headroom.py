@@ -32,7 +32,7 @@ HELDOUT_SEED_OFFSET = 104_729  # the held-out selection draw never reuses the ev
 
 @dataclass
 class HeadroomConfig:
-    """The headroom keys every RL stage (PPO, GRPO, RLOO) takes."""
+    """The headroom and held-out sampling keys every RL stage (PPO, GRPO, RLOO) takes."""
 
     headroom_quantile: float | None = field(
         default=None,
@@ -59,7 +59,17 @@ class HeadroomConfig:
         metadata={"help": "JSON file caching the base scores (default: headroom.json in the run directory)"},
     )
 
+    eval_samples: int = field(
+        default=1,
+        metadata={
+            "help": "completions sampled per held-out prompt (the same seed at every evaluation, so base and "
+            "trained policy are compared prompt by prompt)"
+        },
+    )
+
     def check_headroom(self) -> None:
+        if self.eval_samples < 1:
+            raise ValueError(f"eval_samples must be at least 1, got {self.eval_samples}")
         q = self.headroom_quantile
         if q is not None and not 0 < q <= 1:
             raise ValueError(f"headroom_quantile must be in (0, 1] or unset, got {q}")

@@ -90,6 +90,60 @@ def score_prompts(
     )
 
 
+def score_heldout(
+    cfg: Any,
+    lm: Any,
+    tokenizer: Any,
+    data: PromptSet,
+    indices: Sequence[int],
+    reward_fn: RewardFn,
+    eos_token_ids: Sequence[int],
+    *,
+    seed: int,
+    device: Any,
+    reference: Callable[[], AbstractContextManager[Any]],
+    autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
+) -> PromptScores:
+    """:func:`score_prompts` with an RL stage's held-out settings (``eval_samples``, ``max_new_tokens``,
+    ``temperature``, ``per_device_eval_batch_size``, ``kl_estimator``), KL measured against ``reference``."""
+    return score_prompts(
+        lm,
+        tokenizer,
+        data,
+        indices,
+        reward_fn,
+        samples=cfg.eval_samples,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        eos_token_ids=eos_token_ids,
+        seed=seed,
+        batch_size=max(cfg.per_device_eval_batch_size, 1),
+        device=device,
+        reference=reference,
+        kl_estimator=getattr(cfg, "kl_estimator", "k1"),
+        autocast=autocast,
+    )
+
+
+def heldout_summary(
+    reward: Sequence[float], kl_sum: Sequence[float], tokens: Sequence[float], samples: int
+) -> dict[str, float]:
+    """Mean reward per prompt, KL per completion and per token, completion length, number of prompts,
+    from each prompt's mean reward and its completions' summed KL and token count.
+
+    >>> heldout_summary([0.5, 1.0], [2.0, 4.0], [10.0, 20.0], samples=2)["eval_kl_per_token"]
+    0.2
+    """
+    completions = max(len(reward) * samples, 1)
+    return {
+        "eval_reward": float(np.mean(reward)) if len(reward) else float("nan"),
+        "eval_kl": float(np.sum(kl_sum)) / completions,
+        "eval_kl_per_token": float(np.sum(kl_sum)) / max(float(np.sum(tokens)), 1.0),
+        "eval_response_length": float(np.sum(tokens)) / completions,
+        "eval_prompts": len(reward),
+    }
+
+
 def _sequence_kl(
     lm: Any,
     reference: Callable[[], AbstractContextManager[Any]],

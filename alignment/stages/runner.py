@@ -90,6 +90,7 @@ class StageSpec:
     settings: Callable[[Any, StageData], dict[str, Any]]  # stage-specific TRL config fields
     make_trainer: Callable[[StageContext], Any]
     describe: Callable[[Any, StageData], dict[str, Any]] | None = None  # extra stage.json fields
+    final_metrics: Callable[[Any], dict[str, Any]] | None = None  # more metrics from the trained trainer
 
 
 def default_output_dir(stage: str, cfg: StageConfig) -> Path:
@@ -405,6 +406,8 @@ def _train(
         metrics = {"train_loss_segment": output.training_loss}
         if data.eval is not None:
             metrics.update(trainer.evaluate())
+        if spec.final_metrics is not None:
+            metrics.update(spec.final_metrics(trainer))
         model_record = save_final_model(trainer, ctx, sd, is_main)
         curve = curves(state.log_history)
         if curve["train"]:

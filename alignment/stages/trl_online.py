@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from alignment.errors import SafealignError
 from alignment.rl.headroom import HeadroomConfig
 from alignment.rl.rollout import RewardFailed, RewardFn, reward_label, score_completions
@@ -143,18 +145,23 @@ def run_online(
     reward_fn: RewardFn | None,
 ) -> Path:
     """Run one online-RL stage through the shared driver; ``trainer_cls`` imports TRL's trainer lazily."""
+    heldout = HeldoutReward()
     spec = StageSpec(
         name=name,
         data_kind="prompt",
         config_cls=config_cls.trl_config_class,
         settings=settings,
-        make_trainer=lambda ctx: make_online_trainer(ctx, trainer_cls(), reward_fn),
+        make_trainer=lambda ctx: make_online_trainer(ctx, trainer_cls(), reward_fn, heldout),
+        final_metrics=heldout.finish,
     )
     return run_stage(spec, config, out_dir)
 
 
-def make_online_trainer(ctx: StageContext, trainer_cls: type, reward_fn: RewardFn | None) -> Any:
-    """The TRL trainer on prompts shaped like PPO's, with the reference read from the saved input model."""
+def make_online_trainer(
+    ctx: StageContext, trainer_cls: type, reward_fn: RewardFn | None, heldout: HeldoutReward | None = None
+) -> Any:
+    """The TRL trainer on prompts shaped like PPO's, with the reference read from the saved input model;
+    ``heldout`` scores the starting model on the held-out prompts before training."""
     cfg: OnlineRLConfig = ctx.cfg
     if ctx.source.kind == "adapter" and cfg.adapter != "full" and cfg.kl_coef > 0:
         raise SafealignError(
@@ -177,12 +184,14 @@ def make_online_trainer(ctx: StageContext, trainer_cls: type, reward_fn: RewardF
     reward = build_reward_fn(cfg.reward, reward_fn)
     if cfg.headroom_quantile is not None:
         shaped = with_headroom(ctx, shaped, reward, reward_fn)
-    heldout = shaped.get("eval")
+    eval_ds = shaped.get("eval")
+    if eval_ds is not None and not len(eval_ds):
+        eval_ds = None
+    if heldout is not None and eval_ds is not None:
+        heldout.start(ctx, eval_ds, reward)
     trainer = trainer_cls(
         **ctx.trainer_kwargs(
-            reward_funcs=[guarded_reward(reward)],
-            train_dataset=shaped["train"],
-            eval_dataset=heldout if heldout is not None and len(heldout) else None,
+            reward_funcs=[guarded_reward(reward)], train_dataset=shaped["train"], eval_dataset=eval_ds
         )
     )
     if getattr(trainer, "ref_model", None) is not None and ctx.source.kind == "adapter":
@@ -219,8 +228,81 @@ def with_headroom(
         identity=headroom_identity(cfg, ctx.source, reward, reward_fn),
         eos_token_ids=eos_token_ids(ctx.tokenizer, ctx.model),
     )
-    ctx.data.info["headroom"] = record
+    ctx.data.info.update(headroom=record, train_rows=len(kept))
     out = dict(shaped, train=shaped["train"].select(kept))
     if kept_heldout is not None:
         out["eval"] = shaped["eval"].select(kept_heldout)
     return out
+
+
+class HeldoutReward:
+    """The held-out reward of the starting model (scored before training) and of the trained one, paired
+    over prompts, with the same sampling seed as the PPO stage; the KL is measured against a fresh copy
+    of the starting model."""
+
+    def __init__(self) -> None:
+        self.ctx: StageContext | None = None
+        self.prompts: Any = None
+        self.reward: RewardFn | None = None
+        self.base: list[float] = []
+
+    def _encode(self, ctx: StageContext, eval_ds: Any) -> Any:
+        from alignment.rl.prompts import encode_prompts
+
+        cfg = ctx.cfg
+        limit = cfg.max_length - cfg.max_new_tokens
+        return encode_prompts(ctx.tokenizer, list(eval_ds), max_prompt_tokens=limit, chat=cfg.chat_template)
+
+    def _score(self, lm: Any, reference: Any) -> Any:
+        from alignment.rl.scoring import score_heldout
+        from alignment.stages.ppo.models import eos_token_ids
+
+        assert self.ctx is not None
+        was_training = lm.training
+        lm.eval()
+        try:
+            return score_heldout(
+                self.ctx.cfg,
+                lm,
+                self.ctx.tokenizer,
+                self.prompts,
+                range(len(self.prompts)),
+                self.reward,
+                eos_token_ids(self.ctx.tokenizer, lm),
+                seed=self.ctx.cfg.seed + 7919,
+                device=next(lm.parameters()).device,
+                reference=reference,
+            )
+        finally:
+            lm.train(was_training)
+
+    def start(self, ctx: StageContext, eval_ds: Any, reward: RewardFn) -> None:
+        """Score the starting model (``ctx.model``, before TRL wraps or trains it)."""
+        self.ctx, self.reward = ctx, reward
+        self.prompts = self._encode(ctx, eval_ds)
+        self.base = self._score(ctx.model, None).per_prompt().tolist()
+
+    def finish(self, trainer: Any) -> dict[str, Any]:
+        """``eval_reward_start``/``_end``, ``eval_kl_end``, ``eval_kl_per_token_end``, ``eval_prompts`` and
+        the paired ``eval_reward_change`` (main process; empty without held-out prompts)."""
+        from contextlib import nullcontext
+
+        from alignment.rl.scoring import heldout_summary, paired_change
+
+        if self.ctx is None or not self.base or not trainer.accelerator.is_main_process:
+            return {}
+        ctx = self.ctx
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        reference = load_causal_lm(ctx.source, ctx.precision, trust_remote_code=ctx.cfg.trust_remote_code)
+        reference.requires_grad_(False).eval().to(next(model.parameters()).device)
+        result = self._score(model, lambda: nullcontext(reference))
+        trained = result.per_prompt().tolist()
+        summary = heldout_summary(trained, result.kl.sum(1), result.lengths.sum(1), ctx.cfg.eval_samples)
+        return {
+            "eval_reward_start": round(sum(self.base) / len(self.base), 6),
+            "eval_reward_end": round(summary["eval_reward"], 6),
+            "eval_kl_end": round(summary["eval_kl"], 6),
+            "eval_kl_per_token_end": round(summary["eval_kl_per_token"], 6),
+            "eval_prompts": summary["eval_prompts"],
+            "eval_reward_change": paired_change(np.array(self.base), np.array(trained), seed=ctx.cfg.seed),
+        }

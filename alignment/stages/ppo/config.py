@@ -108,13 +108,6 @@ class PPOStageConfig(StageConfig, HeadroomConfig):
     max_eval_samples: int | None = field(
         default=64, metadata=_help("held-out prompts scored before and after training (and every eval_steps)")
     )
-    eval_samples: int = field(
-        default=1,
-        metadata=_help(
-            "completions sampled per held-out prompt (the same seed at every evaluation, so base and "
-            "trained policy are compared prompt by prompt)"
-        ),
-    )
     save_steps: int = field(default=10, metadata=_help("write a checkpoint every N PPO iterations"))
     logging_steps: int = field(default=1, metadata=_help("log statistics every N PPO iterations"))
 
@@ -123,7 +116,7 @@ class PPOStageConfig(StageConfig, HeadroomConfig):
             raise ValueError("trl_args does not apply to PPO, which is safealign's own trainer")
         super().__post_init__()
         self.check_headroom()
-        for name in ("rollout_batch_size", "ppo_epochs", "max_new_tokens", "eval_samples"):
+        for name in ("rollout_batch_size", "ppo_epochs", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         minibatch = self.per_device_train_batch_size * self.gradient_accumulation_steps

@@ -17,7 +17,7 @@ from alignment.rl.rollout import (
     rollout_statistics,
     sample_and_score,
 )
-from alignment.rl.scoring import score_prompts
+from alignment.rl.scoring import heldout_summary, score_heldout
 from alignment.rl.update import Rollouts
 from alignment.rl.value_head import PolicyWithValue
 from alignment.stages.common import load_causal_lm, load_stage_model
@@ -177,36 +177,23 @@ def evaluate_heldout(
 
     rank, world = accelerator.process_index, accelerator.num_processes
     indices = list(range(rank, len(data), world))
-    lm = models.peft_model()
-    result = score_prompts(
-        lm,
+    result = score_heldout(
+        cfg,
+        models.peft_model(),
         models.tokenizer,
         data,
         indices,
         reward_fn,
-        samples=cfg.eval_samples,
-        max_new_tokens=cfg.max_new_tokens,
-        temperature=cfg.temperature,
-        eos_token_ids=eos_ids,
+        eos_ids,
         seed=cfg.seed + 7919 + rank,
-        batch_size=max(cfg.per_device_eval_batch_size, 1),
         device=accelerator.device,
         reference=models.reference_lm,
-        kl_estimator=cfg.kl_estimator,
         autocast=accelerator.autocast,
     )
     assert result.kl is not None
     rows = list(zip(indices, result.per_prompt(), result.kl.sum(1), result.lengths.sum(1), strict=True))
     if world > 1:
         rows = sorted(gather_object(rows))
-    n_completions = len(rows) * cfg.eval_samples
     reward = [float(r[1]) for r in rows]
-    kl, tokens = sum(float(r[2]) for r in rows), sum(float(r[3]) for r in rows)
-    summary = {
-        "eval_reward": sum(reward) / max(len(reward), 1),
-        "eval_kl": kl / max(n_completions, 1),
-        "eval_kl_per_token": kl / max(tokens, 1.0),
-        "eval_response_length": tokens / max(n_completions, 1),
-        "eval_prompts": len(rows),
-    }
+    summary = heldout_summary(reward, [r[2] for r in rows], [r[3] for r in rows], cfg.eval_samples)
     return summary, reward
