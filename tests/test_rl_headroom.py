@@ -41,6 +41,16 @@ def odd_prompts_score_low(prompts, completions, **kwargs):
     return [float(number_of(p) % 2 == 0) + 0.0001 * len(t) for p, t in zip(prompts, texts, strict=True)]
 
 
+def recording(seen: list[int]):
+    """:func:`odd_prompts_score_low` that appends the number of every prompt it scores to ``seen``."""
+
+    def odd_low(prompts, completions, **kwargs):
+        seen.extend(number_of(p) for p in prompts)
+        return odd_prompts_score_low(prompts, completions)
+
+    return odd_low
+
+
 def prompt_set(n: int) -> PromptSet:
     return PromptSet([f"p{i}" for i in range(n)], [[i + 1, 7] for i in range(n)], {"id": list(range(n))})
 
@@ -157,12 +167,7 @@ def test_config_validation(change, message):
 
 def test_ppo_trains_only_on_prompts_with_headroom_and_reports_the_paired_change(prompts, tmp_path):
     seen: list[int] = []
-
-    def reward(prompts, completions, **kwargs):
-        seen.extend(number_of(p) for p in prompts)
-        return odd_prompts_score_low(prompts, completions)
-
-    reward.__name__ = "odd_low"
+    reward = recording(seen)
     cfg = PPOStageConfig(
         **dict(TINY, dataset=prompts, max_steps=2, headroom_quantile=0.5, headroom_samples=1, eval_samples=2)
     )
@@ -254,12 +259,7 @@ def test_grpo_selects_prompts_with_headroom_and_scores_heldout_like_ppo(prompts,
     from alignment.stages.grpo import GRPOStageConfig, run_grpo
 
     seen: list[int] = []
-
-    def reward(prompts, completions, **kwargs):
-        seen.extend(number_of(p) for p in prompts)
-        return odd_prompts_score_low(prompts, completions)
-
-    reward.__name__ = "odd_low"
+    reward = recording(seen)
     shared = dict(
         model="tiny-random",
         dataset=prompts,

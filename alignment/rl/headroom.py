@@ -242,30 +242,13 @@ def choose_prompts(
 
     ``identity`` names the model and reward; with the sampling settings it keys the score cache.
     """
-    from alignment.rl.scoring import score_prompts
-
-    device = next(lm.parameters()).device
+    from alignment.rl.scoring import score_as_stage
 
     def score(data: PromptSet, indices: list[int], seed: int) -> np.ndarray:
-        was_training = lm.training
-        lm.eval()
-        try:
-            return score_prompts(
-                lm,
-                tokenizer,
-                data,
-                indices,
-                reward_fn,
-                samples=cfg.headroom_samples,
-                max_new_tokens=cfg.max_new_tokens,
-                temperature=cfg.temperature,
-                eos_token_ids=eos_token_ids,
-                seed=seed,
-                batch_size=max(cfg.per_device_eval_batch_size, 1),
-                device=device,
-            ).scores
-        finally:
-            lm.train(was_training)
+        samples = cfg.headroom_samples
+        return score_as_stage(
+            cfg, lm, tokenizer, data, indices, reward_fn, eos_token_ids, samples=samples, seed=seed
+        ).scores
 
     sampling = {
         "samples": cfg.headroom_samples,

@@ -90,7 +90,7 @@ def score_prompts(
     )
 
 
-def score_heldout(
+def score_as_stage(
     cfg: Any,
     lm: Any,
     tokenizer: Any,
@@ -99,30 +99,37 @@ def score_heldout(
     reward_fn: RewardFn,
     eos_token_ids: Sequence[int],
     *,
+    samples: int,
     seed: int,
-    device: Any,
-    reference: Callable[[], AbstractContextManager[Any]],
+    device: Any = None,
+    reference: Callable[[], AbstractContextManager[Any]] | None = None,
     autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
 ) -> PromptScores:
-    """:func:`score_prompts` with an RL stage's held-out settings (``eval_samples``, ``max_new_tokens``,
-    ``temperature``, ``per_device_eval_batch_size``, ``kl_estimator``), KL measured against ``reference``."""
-    return score_prompts(
-        lm,
-        tokenizer,
-        data,
-        indices,
-        reward_fn,
-        samples=cfg.eval_samples,
-        max_new_tokens=cfg.max_new_tokens,
-        temperature=cfg.temperature,
-        eos_token_ids=eos_token_ids,
-        seed=seed,
-        batch_size=max(cfg.per_device_eval_batch_size, 1),
-        device=device,
-        reference=reference,
-        kl_estimator=getattr(cfg, "kl_estimator", "k1"),
-        autocast=autocast,
-    )
+    """:func:`score_prompts` sampling as an RL stage samples (its ``max_new_tokens``, ``temperature``,
+    ``per_device_eval_batch_size`` and ``kl_estimator``), with ``lm`` in eval mode meanwhile and on its
+    own device unless ``device`` is given."""
+    was_training = lm.training
+    lm.eval()
+    try:
+        return score_prompts(
+            lm,
+            tokenizer,
+            data,
+            indices,
+            reward_fn,
+            samples=samples,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            eos_token_ids=eos_token_ids,
+            seed=seed,
+            batch_size=max(cfg.per_device_eval_batch_size, 1),
+            device=device if device is not None else next(lm.parameters()).device,
+            reference=reference,
+            kl_estimator=getattr(cfg, "kl_estimator", "k1"),
+            autocast=autocast,
+        )
+    finally:
+        lm.train(was_training)
 
 
 def heldout_summary(

@@ -254,27 +254,24 @@ class HeldoutReward:
         return encode_prompts(ctx.tokenizer, list(eval_ds), max_prompt_tokens=limit, chat=cfg.chat_template)
 
     def _score(self, lm: Any, reference: Any) -> Any:
-        from alignment.rl.scoring import score_heldout
+        from alignment.rl.scoring import score_as_stage
         from alignment.stages.ppo.models import eos_token_ids
 
-        assert self.ctx is not None
-        was_training = lm.training
-        lm.eval()
-        try:
-            return score_heldout(
-                self.ctx.cfg,
-                lm,
-                self.ctx.tokenizer,
-                self.prompts,
-                range(len(self.prompts)),
-                self.reward,
-                eos_token_ids(self.ctx.tokenizer, lm),
-                seed=self.ctx.cfg.seed + 7919,
-                device=next(lm.parameters()).device,
-                reference=reference,
-            )
-        finally:
-            lm.train(was_training)
+        assert self.ctx is not None and self.reward is not None
+        cfg, tokenizer, eos = self.ctx.cfg, self.ctx.tokenizer, eos_token_ids(self.ctx.tokenizer, lm)
+        indices = range(len(self.prompts))
+        return score_as_stage(
+            cfg,
+            lm,
+            tokenizer,
+            self.prompts,
+            indices,
+            self.reward,
+            eos,
+            samples=cfg.eval_samples,
+            seed=cfg.seed + 7919,
+            reference=reference,
+        )
 
     def start(self, ctx: StageContext, eval_ds: Any, reward: RewardFn) -> None:
         """Score the starting model (``ctx.model``, before TRL wraps or trains it)."""

@@ -17,7 +17,7 @@ from alignment.rl.rollout import (
     rollout_statistics,
     sample_and_score,
 )
-from alignment.rl.scoring import heldout_summary, score_heldout
+from alignment.rl.scoring import heldout_summary, score_as_stage
 from alignment.rl.update import Rollouts
 from alignment.rl.value_head import PolicyWithValue
 from alignment.stages.common import load_causal_lm, load_stage_model
@@ -177,7 +177,7 @@ def evaluate_heldout(
 
     rank, world = accelerator.process_index, accelerator.num_processes
     indices = list(range(rank, len(data), world))
-    result = score_heldout(
+    result = score_as_stage(
         cfg,
         models.peft_model(),
         models.tokenizer,
@@ -185,6 +185,7 @@ def evaluate_heldout(
         indices,
         reward_fn,
         eos_ids,
+        samples=cfg.eval_samples,
         seed=cfg.seed + 7919 + rank,
         device=accelerator.device,
         reference=models.reference_lm,
