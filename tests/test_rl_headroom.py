@@ -189,6 +189,8 @@ def test_ppo_trains_only_on_prompts_with_headroom_and_reports_the_paired_change(
     assert change["base_mean"] == pytest.approx(evals[0]["eval_reward"], abs=1e-5)
     assert change["trained_mean"] == pytest.approx(evals[-1]["eval_reward"], abs=1e-5)
     assert "eval_kl_per_token" in evals[-1] and evals[0]["eval_kl"] == pytest.approx(0.0, abs=1e-4)
+    assert evals[-1]["eval_change_in_base_sd"] == change["change_in_base_sd"]
+    assert "eval_change_p" not in evals[0]
     assert (out / "headroom.json").is_file()
     # the same selection again: read from the cache, nothing sampled for it
     seen.clear()

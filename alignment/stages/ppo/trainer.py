@@ -209,7 +209,11 @@ class PPOTrainer:
         if self.step == 0 and not self.heldout_base:
             self.heldout_base = per_prompt
         self.heldout_last = per_prompt
-        self.evals.append({"step": self.step, **{k: round(v, 6) for k, v in result.items()}})
+        row = {"step": self.step, **{k: round(v, 6) for k, v in result.items()}}
+        if self.step > 0 and len(self.heldout_base) == len(per_prompt):
+            change = paired_change(np.array(self.heldout_base), np.array(per_prompt), seed=self.cfg.seed)
+            row.update(eval_change_in_base_sd=change["change_in_base_sd"], eval_change_p=change["p"])
+        self.evals.append(row)
         if self.is_main:
             console.print(
                 f"[dim]ppo held-out at step {self.step}: reward {result['eval_reward']:.4f}, "

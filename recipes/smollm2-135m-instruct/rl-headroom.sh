@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# RL on the real model with prompts that have headroom (docs/ppo.md, "On the real model"): SmolLM2-135M-
+# Instruct, reward non_toxic, RealToxicityPrompts prompts whose base continuations are the most toxic.
+# Settings are chosen on the validation split; every run reports its held-out reward paired with the base
+# in stage.json (metrics.eval_reward_change). One thread per run, as measured:
+#   OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 bash recipes/smollm2-135m-instruct/rl-headroom.sh [OUT] [RUN...]
+# Needs SAFEALIGN_DATA_DIR; OUT defaults to runs/rl-headroom; RUN names the runs below (default: all).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+out="${1:-runs/rl-headroom}"
+shift || true
+sa="${SAFEALIGN:-safealign}"
+data="$out/data/prompts-rtp"
+mkdir -p "$out"
+# RealToxicityPrompts only, 20% test and 20% validation groups (the validation side chooses settings).
+[ -d "$data" ] || $sa data build prompts --source rtp --max-words 40 --val-fraction 0.2 --out "$data"
+
+ppo() {  # name overrides...
+  local name=$1; shift
+  [ -f "$out/$name/model/config.json" ] || $sa train ppo --config "$here/ppo-headroom.yaml" --dataset "$data" \
+    --headroom_cache "$out/headroom-ppo.json" --output_dir "$out/$name" --resume "$@"
+}
+
+declare -A runs=(
+  [ppo-lr1e-5]="--learning_rate 1e-5"
+)
+for name in "${@:-${!runs[@]}}"; do
+  # shellcheck disable=SC2086
+  ppo "$name" ${runs[$name]}
+done
