@@ -15,16 +15,17 @@ mkdir -p "$out"
 # RealToxicityPrompts only, 20% test and 20% validation groups (the validation side chooses settings).
 [ -d "$data" ] || $sa data build prompts --source rtp --max-words 40 --val-fraction 0.2 --out "$data"
 
-ppo() {  # name overrides...
-  local name=$1; shift
-  [ -f "$out/$name/model/config.json" ] || $sa train ppo --config "$here/ppo-headroom.yaml" --dataset "$data" \
-    --headroom_cache "$out/headroom-ppo.json" --output_dir "$out/$name" --resume "$@"
+train() {  # algorithm name overrides...: the algorithm's headroom recipe, resumable
+  local algo=$1 name=$2; shift 2
+  [ -f "$out/$name/model/config.json" ] || $sa train "$algo" --config "$here/$algo-headroom.yaml" \
+    --dataset "$data" --headroom_cache "$out/headroom.json" --output_dir "$out/$name" --resume "$@"
 }
 
+# name -> algorithm and overrides of its recipe
 declare -A runs=(
-  [ppo-lr1e-5]="--learning_rate 1e-5"
+  [ppo-lr1e-5]="ppo --learning_rate 1e-5"
 )
 for name in "${@:-${!runs[@]}}"; do
   # shellcheck disable=SC2086
-  ppo "$name" ${runs[$name]}
+  train ${runs[$name]%% *} "$name" ${runs[$name]#* }
 done
