@@ -30,7 +30,7 @@ def _help(text: str) -> dict[str, str]:
 
 
 @dataclass
-class OnlineRLConfig(StageConfig, HeadroomConfig):
+class OnlineRLConfig(HeadroomConfig, StageConfig):
     """Settings GRPO and RLOO share; the names match the PPO stage where the meaning is the same.
 
     ``per_device_train_batch_size`` counts completions (``num_generations`` per prompt) and must be a

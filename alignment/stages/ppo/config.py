@@ -16,7 +16,7 @@ def _help(text: str) -> dict[str, str]:
 
 
 @dataclass
-class PPOStageConfig(StageConfig, HeadroomConfig):
+class PPOStageConfig(HeadroomConfig, StageConfig):
     """The PPO stage: the shared stage settings plus rollout, reward, KL and PPO-update knobs.
 
     Shared settings keep their meaning: ``per_device_train_batch_size`` rollouts per forward/backward
