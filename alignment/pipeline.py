@@ -318,10 +318,10 @@ def say(message: str) -> None:
     err.print(message)
 
 
-def copy_dir(source: Path, target: Path) -> None:
-    """Replace ``target`` with a copy of ``source``, atomically."""
+def copy_dir(source: Path, target: Path, skip: tuple[str, ...] = ()) -> None:
+    """Replace ``target`` with a copy of ``source`` (without the entries named in ``skip``), atomically."""
     with atomic_dir(target) as tmp:
-        shutil.copytree(source, tmp, dirs_exist_ok=True)
+        shutil.copytree(source, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*skip))
 
 
 class Pipeline:
@@ -340,7 +340,8 @@ class Pipeline:
         self.run_dir = Path(root or runs_dir()) / cfg.name
         self.force = force
         self.threads = threads  # torch threads per step; None: chosen at each step's start
-        self.base_cache: Path | None = None  # base evaluations shared between runs, by chained hash
+        # steps shared between runs (an ablation's), by chained hash: shared/{evals,stages}/<hash>
+        self.shared: Path | None = None
         self.state: PipelineState | None = None
         self.datasets: dict[str, dict[str, Any]] = {}
         self.classifier: str | None = None
@@ -468,11 +469,10 @@ class Pipeline:
         if not self.force and done.get("hash") == digest and (out / "results.json").is_file():
             say(f"[green]eval {name}: up to date[/]")
             return load_results(out)
-        shared = self.base_cache / digest[:32] if name == BASE and self.base_cache else None
+        shared = self.shared_step("evals", digest)
         if shared is not None and not self.force and (shared / "results.json").is_file():
             copy_dir(shared, out)
-            self.state.set("evals", name, hash=digest, status="completed", copied_from=str(shared))
-            say(f"[green]eval {name}: the same evaluation copied from {shared}[/]")
+            self.reused("evals", name, shared, hash=digest)
             return load_results(out)
         self.state.set("evals", name, hash=digest, status="running")
         config_file = self.write_config(f"eval-{name}", settings)
@@ -481,8 +481,25 @@ class Pipeline:
         )
         self.state.set("evals", name, status="completed")
         if shared is not None:
-            copy_dir(out, shared)
+            self.share("evals", name, out, shared)
         return load_results(out)
+
+    def shared_step(self, section: str, digest: str) -> Path | None:
+        """Where a step with this chained hash is kept for other runs, or None outside an ablation."""
+        return self.shared / section / digest[:32] if self.shared is not None else None
+
+    def share(self, section: str, name: str, out: Path, shared: Path, skip: tuple[str, ...] = ()) -> None:
+        """Keep a finished step's folder for other runs, with its wall time and where it ran."""
+        copy_dir(out, shared, skip)
+        atomic_write_json(shared.with_suffix(".json"), {**self.state.get(section, name), "origin": str(out)})
+
+    def reused(self, section: str, name: str, shared: Path, **values: Any) -> dict[str, Any]:
+        """Record a step copied from another run: its original wall time and threads, and where from."""
+        origin = read_json_object(shared.with_suffix(".json"), REWRITE)
+        kept = {k: origin[k] for k in ("wall_s", "threads") if k in origin}
+        self.state.set(section, name, status="completed", copied_from=str(shared), **kept, **values)
+        say(f"[green]{section[:-1]} {name}: the same step copied from {shared}[/]")
+        return origin
 
     # -- stages -------------------------------------------------------------------------------------------
     def train(self, stage: StagePlan, model: str, upstream: str) -> tuple[str, str, dict[str, Any]]:
@@ -494,7 +511,7 @@ class Pipeline:
         hashed = {
             k: v
             for k, v in dataclasses.asdict(stage_cfg).items()
-            if k not in ("model", "resume", "force", "output_dir")
+            if k not in ("model", "resume", "force", "output_dir", "dataset")  # the data is in fingerprint
         }
         chain = sha256_json({"upstream": upstream, "type": stage.type, "config": hashed, "data": fingerprint})
         previous = self.state.get("stages", stage.name)
@@ -503,6 +520,9 @@ class Pipeline:
         if not stale and previous.get("status") == "completed" and record.get("status") == "completed":
             say(f"[green]stage {stage.name}: up to date[/]")
             return previous["model"], chain, record
+        shared = self.shared_step("stages", chain)
+        if shared is not None and not self.force and (shared / "stage.json").is_file():
+            return self.reuse_stage(stage.name, shared, out, chain)
         if stale:
             stage_cfg.force = True
             stage_cfg.resume = False
@@ -514,6 +534,21 @@ class Pipeline:
         record = json.loads((out / "stage.json").read_text(encoding="utf-8"))
         model_dir = record.get("model", {}).get("path") or str(out / "model")
         self.state.set("stages", stage.name, status="completed", model=str(model_dir))
+        if shared is not None:
+            self.share("stages", stage.name, out, shared, skip=("checkpoints",))
+        return str(model_dir), chain, record
+
+    def reuse_stage(self, name: str, shared: Path, out: Path, chain: str) -> tuple[str, str, dict[str, Any]]:
+        """A stage another run trained with the same chained hash: its model and record copied here (not its
+        checkpoints), the saved model's path moved into this run."""
+        copy_dir(shared, out)
+        origin = Path(read_json_object(shared.with_suffix(".json"), REWRITE)["origin"])
+        record = read_json_object(out / "stage.json", REWRITE)
+        saved = Path(record.get("model", {}).get("path") or origin / "model")
+        model_dir = out / saved.relative_to(origin) if saved.is_relative_to(origin) else saved
+        record.setdefault("model", {})["path"] = str(model_dir)
+        atomic_write_json(out / "stage.json", record)
+        self.reused("stages", name, shared, chain=chain, model=str(model_dir))
         return str(model_dir), chain, record
 
     def stage_config(self, stage: StagePlan, model: str, dataset: str, classifier: str | None) -> Any:

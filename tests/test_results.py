@@ -114,15 +114,15 @@ def test_tradeoff_point_of_a_recipe():
 
 
 @pytest.mark.slow
-def test_two_recipe_ablation_on_tiny_random(data_dir, tmp_path, cli, monkeypatch):
-    path = ablation_file(tmp_path)
+def test_three_recipe_ablation_on_tiny_random(data_dir, tmp_path, cli, monkeypatch):
+    path = ablation_file(tmp_path, [*RECIPES, {"name": "full"}])
     runs = tmp_path / "runs"
     result = cli("results", "--config", path, "--runs-dir", runs, "--threads", "1")
     assert result.code == 0, result.err[-3000:]
     record = json.loads((tmp_path / "docs" / "results.json").read_text())
     assert record["split"] == "validation"
-    assert [r["name"] for r in record["recipes"]] == ["sft-only", "dpo-neutral"]
-    for recipe, stage in zip(record["recipes"], ["sft", "dpo"], strict=True):
+    assert [r["name"] for r in record["recipes"]] == ["sft-only", "dpo-neutral", "full"]
+    for recipe, stage in zip(record["recipes"], ["sft", "dpo", "dpo"], strict=True):
         assert recipe["final_stage"] == stage and recipe["wall_time_s"] > 0
         metrics = {(r["suite"], r["metric"]): r for r in recipe["rows"]}
         crows = metrics[("crows_pairs", "pct_stereotype")]
@@ -136,8 +136,18 @@ def test_two_recipe_ablation_on_tiny_random(data_dir, tmp_path, cli, monkeypatch
     first_base = json.loads((runs / "abl-sft-only" / "eval" / "base" / "results.json").read_text())
     second_base = json.loads((runs / "abl-dpo-neutral" / "eval" / "base" / "results.json").read_text())
     assert first_base["metrics"] == second_base["metrics"]
+    # the full chain's SFT stage and its evaluation are sft-only's, copied (model, not checkpoints)
+    full = json.loads((runs / "abl-full" / "pipeline.json").read_text())
+    assert "copied_from" in full["stages"]["sft"] and "copied_from" in full["evals"]["sft"]
+    assert "copied_from" not in full["stages"]["dpo"]
+    sft_model = runs / "abl-full" / "stages" / "sft" / "model"
+    assert full["stages"]["sft"]["model"] == str(sft_model) and (sft_model / "config.json").is_file()
+    assert not (runs / "abl-full" / "stages" / "sft" / "checkpoints").exists()
+    full_dpo = json.loads((runs / "abl-full" / "stages" / "dpo" / "stage.json").read_text())
+    assert full_dpo["input_model"]["path"] == str(sft_model)
+    assert record["recipes"][2]["wall_time_s"] > record["recipes"][0]["wall_time_s"]
     page = (tmp_path / "docs" / "results.md").read_text()
-    assert "| | sft-only | dpo-neutral |" in page and "| stages | sft | dpo |" in page
+    assert "| | sft-only | dpo-neutral | full |" in page and "| stages | sft | dpo | sft → dpo |" in page
     assert "| crows_pairs/pct_stereotype (base " in page and "validation split" in page
     assert (tmp_path / "docs" / "results.png").read_bytes()[:4] == b"\x89PNG"
 
