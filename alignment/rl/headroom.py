@@ -129,6 +129,12 @@ def base_scores(
     keys = [f"{seed}:{prompt_key(data.token_ids[i])}" for i in indices]
     missing = [i for i, key in zip(indices, keys, strict=True) if key not in cache.scores]
     if missing:
+        from alignment.console import err
+
+        err.print(
+            f"[dim]headroom: scoring {len(missing)} prompts with the starting model "
+            f"({len(keys) - len(missing)} cached)[/]"
+        )
         fresh = score(data, missing, seed)
         for i, row in zip(missing, fresh, strict=True):
             cache.scores[f"{seed}:{prompt_key(data.token_ids[i])}"] = [round(float(v), 6) for v in row]

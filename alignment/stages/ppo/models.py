@@ -170,9 +170,13 @@ def evaluate_heldout(
     reward_fn: RewardFn,
     eos_ids: list[int],
     data: PromptSet,
+    at_start: bool = False,
 ) -> tuple[dict[str, float], list[float]]:
     """Mean reward, KL and length of ``eval_samples`` sampled completions per held-out prompt (sharded over
-    processes, the same seed every time), and the mean reward of each prompt in prompt order."""
+    processes, the same seed every time), and the mean reward of each prompt in prompt order.
+
+    ``at_start``: the policy is still the starting model, whose KL to the reference is 0 by
+    construction, so the two teacher-forced passes that measure it are skipped."""
     from accelerate.utils import gather_object
 
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -188,11 +192,11 @@ def evaluate_heldout(
         samples=cfg.eval_samples,
         seed=cfg.seed + 7919 + rank,
         device=accelerator.device,
-        reference=models.reference_lm,
+        reference=None if at_start else models.reference_lm,
         autocast=accelerator.autocast,
     )
-    assert result.kl is not None
-    rows = list(zip(indices, result.per_prompt(), result.kl.sum(1), result.lengths.sum(1), strict=True))
+    kl = result.kl.sum(1) if result.kl is not None else [0.0] * len(indices)
+    rows = list(zip(indices, result.per_prompt(), kl, result.lengths.sum(1), strict=True))
     if world > 1:
         rows = sorted(gather_object(rows))
     reward = [float(r[1]) for r in rows]

@@ -204,7 +204,7 @@ class PPOTrainer:
         """Score ``eval_samples`` completions per held-out prompt and append the means to the eval curve."""
         self.models.policy.eval()
         result, per_prompt = evaluate_heldout(
-            self.models, self.accelerator, self.cfg, self.reward, self.eos_ids, self.heldout
+            self.models, self.accelerator, self.cfg, self.reward, self.eos_ids, self.heldout, self.step == 0
         )
         if self.step == 0 and not self.heldout_base:
             self.heldout_base = per_prompt
