@@ -181,7 +181,7 @@ bench-rl: ## seconds per iteration: our PPO vs TRL GRPO/RLOO, same model, comple
 BENCH_LOCK ?=
 BENCH_RUN = HF_HUB_OFFLINE=1 $(BENCH_LOCK) $(PY)
 
-.PHONY: bench bench-stages bench-memory
+.PHONY: bench bench-stages bench-memory bench-dtype
 
 bench: bench-eval bench-reward bench-stages bench-rl bench-memory ## every benchmark on MODEL, offline (about 25 min on 2 CPU cores)
 
@@ -190,3 +190,6 @@ bench-stages: ## s/step of our SFT and DPO stages vs a bare TRL script doing the
 
 bench-memory: ## peak RSS of SFT, DPO and PPO (full vs LoRA) and of a short pipeline run, each in a fresh process
 	$(BENCH_RUN) -m bench.memory --model $(MODEL) --out bench/results/memory.json
+
+bench-dtype: ## float32 vs bfloat16 weights on the same held-out CrowS-Pairs and HellaSwag items: wall time and changed decisions (needs SAFEALIGN_DATA_DIR)
+	$(BENCH_RUN) -m bench.dtype --model $(MODEL) --out bench/results/dtype.json

@@ -22,17 +22,39 @@ def pick_device(requested: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+DTYPES = {n: n for n in ("float32", "bfloat16", "float16")} | {
+    "fp32": "float32",
+    "bf16": "bfloat16",
+    "fp16": "float16",
+}
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices in hardware: a GPU that supports bf16, or a CPU with
+    AMX or AVX512-BF16 (where a 135M model's forward pass runs about 2.5-3.5 times faster than in fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    return False
+
+
 def pick_dtype(device: torch.device, requested: str | None = None) -> torch.dtype:
-    """fp32 on CPU and MPS, bf16 on GPUs that support it, fp16 on older GPUs; ``requested`` wins.
+    """The dtype to load weights in: ``requested`` when it names one; by default fp32 on CPU and MPS, bf16
+    on GPUs that support it, fp16 on older GPUs; ``fast``: bf16 wherever the hardware computes it natively
+    (:func:`native_bf16`), else that default.
 
     >>> pick_dtype(torch.device("cpu"))
     torch.float32
     >>> pick_dtype(torch.device("cpu"), "bfloat16")
     torch.bfloat16
     """
-    if requested and requested != "auto":
-        names = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-        return getattr(torch, names.get(requested, requested))
+    if requested == "fast" and native_bf16(device):
+        return torch.bfloat16
+    if requested and requested not in ("auto", "fast"):
+        if requested not in DTYPES:
+            raise SafealignError(f"unknown dtype {requested!r}: use {', '.join(DTYPES)}, auto or fast")
+        return getattr(torch, DTYPES[requested])
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32

@@ -51,7 +51,13 @@ class EvalConfig:
     device: str | None = field(
         default=None, metadata=_help("cpu, cuda, cuda:1, ... (default: best available)")
     )
-    dtype: str | None = field(default=None, metadata=_help("float32, bfloat16, float16 (default: by device)"))
+    dtype: str | None = field(
+        default=None,
+        metadata=_help(
+            "float32, bfloat16, float16, or fast: bfloat16 where the hardware computes it natively (GPUs, "
+            "CPUs with AMX or AVX512-BF16), else the default (by device: float32 on CPU)"
+        ),
+    )
     batch_size: int = field(default=64, metadata=_help("most sequences per forward pass"))
     max_batch_tokens: int = field(default=4096, metadata=_help("most padded tokens per forward pass"))
     generation_batch_size: int = field(default=96, metadata=_help("most sequences per generate call"))
