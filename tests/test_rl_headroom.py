@@ -192,9 +192,9 @@ def test_ppo_trains_only_on_prompts_with_headroom_and_reports_the_paired_change(
     assert evals[-1]["eval_change_in_base_sd"] == change["change_in_base_sd"]
     assert "eval_change_p" not in evals[0]
     assert (out / "headroom.json").is_file()
-    # the same selection again: read from the cache, nothing sampled for it
+    # the same selection again, under another training seed: read from the cache, nothing sampled for it
     seen.clear()
-    run_ppo(PPOStageConfig(**dict(cfg.to_dict(), force=True)), out, reward_fn=reward)
+    run_ppo(PPOStageConfig(**dict(cfg.to_dict(), force=True, seed=1)), out, reward_fn=reward)
     assert stage(out)["dataset"]["headroom"]["train"]["from_cache"] == 24
     assert all(n % 2 == 1 for n in seen if n < 1000)
 

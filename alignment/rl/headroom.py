@@ -54,6 +54,13 @@ class HeadroomConfig:
             "help": "select the held-out prompts the same way, on an independent draw of base completions"
         },
     )
+    headroom_seed: int = field(
+        default=0,
+        metadata={
+            "help": "seed of the base samples and the pool subset that choose the prompts (apart from "
+            "`seed`, so runs with other training seeds train and evaluate on the same prompts)"
+        },
+    )
     headroom_cache: str | None = field(
         default=None,
         metadata={"help": "JSON file caching the base scores (default: headroom.json in the run directory)"},
@@ -263,5 +270,11 @@ def choose_prompts(
     }
     cache_path = Path(cfg.headroom_cache).expanduser() if cfg.headroom_cache else run_dir / "headroom.json"
     return apply_headroom(
-        cfg, train, heldout, score, seed=cfg.seed, cache_path=cache_path, identity={**identity, **sampling}
+        cfg,
+        train,
+        heldout,
+        score,
+        seed=cfg.headroom_seed,
+        cache_path=cache_path,
+        identity={**identity, **sampling},
     )

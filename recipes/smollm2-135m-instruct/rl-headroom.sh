@@ -23,7 +23,11 @@ train() {  # algorithm name overrides...: the algorithm's headroom recipe, resum
 
 # name -> algorithm and overrides of its recipe
 declare -A runs=(
-  [ppo-lr1e-5]="ppo --learning_rate 1e-5"
+  [ppo-lr2e-5]="ppo --learning_rate 2e-5 --max_steps 28 --save_steps 7"
+  [ppo-lr3e-5-24]="ppo --learning_rate 3e-5 --max_steps 24 --save_steps 6"
+  [ppo-test-s0]="ppo --eval_split test --seed 0"
+  [ppo-test-s1]="ppo --eval_split test --seed 1"
+  [ppo-test-s2]="ppo --eval_split test --seed 2"
 )
 for name in "${@:-${!runs[@]}}"; do
   # shellcheck disable=SC2086
