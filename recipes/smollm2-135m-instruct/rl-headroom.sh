@@ -28,6 +28,8 @@ declare -A runs=(
   [ppo-test-s0]="ppo --eval_split test --seed 0"
   [ppo-test-s1]="ppo --eval_split test --seed 1"
   [ppo-test-s2]="ppo --eval_split test --seed 2"
+  [grpo-headroom]="grpo --seed 0"
+  [rloo-headroom]="rloo --seed 0"
 )
 for name in "${@:-${!runs[@]}}"; do
   # shellcheck disable=SC2086
