@@ -196,22 +196,34 @@ LIMITATIONS = """\
 
 
 def reproduce_command(config: dict[str, Any], report: dict[str, Any]) -> str:
-    """The ``safealign eval`` line that scores the exported folder as the run scored the stage."""
-    ev = config.get("evaluation") or {}
+    """The ``safealign eval`` line that scores the exported folder as the run scored the stage: every
+    evaluation setting of the run (the recipe's, and those the pipeline fills in: seed, split rule, base
+    model, classifier) that differs from ``safealign eval``'s default, plus the preset and seed."""
+    import dataclasses
+
+    from alignment.evaluation.config import EvalConfig
+
     split = config.get("split") or {}
-    flags = {
-        "--preset": ev.get("preset", report.get("preset")),
-        "--suites": ",".join(ev["suites"]) if ev.get("suites") else None,
-        "--limit": ev.get("limit"),
-        "--seed": config.get("seed", 0),
-        "--test-fraction": split.get("test_fraction"),
-        "--val-fraction": split.get("val_fraction") or None,
-        "--split-seed": split.get("seed"),
-        "--toxicity-scorer": ev.get("toxicity_scorer"),
-    }
     classifier = (report.get("provenance", {}).get("stereotype_classifier") or {}).get("path")
-    flags["--stereotype-classifier"] = ev.get("stereotype_classifier") or classifier
-    return "safealign eval --model PATH " + " ".join(f"{k} {v}" for k, v in flags.items() if v is not None)
+    values = {k: v for k, v in (config.get("evaluation") or {}).items() if v is not None}
+    values |= {
+        "preset": values.get("preset", report.get("preset")),
+        "seed": config.get("seed", 0),
+        "test_fraction": split.get("test_fraction"),
+        "val_fraction": split.get("val_fraction"),
+        "split_seed": split.get("seed"),
+        "base_model": config.get("model"),
+        "stereotype_classifier": values.get("stereotype_classifier") or classifier,
+    }
+    defaults = EvalConfig()
+    flags = []
+    for f in dataclasses.fields(EvalConfig):
+        value = values.get(f.name)
+        if value is None or (value == getattr(defaults, f.name) and f.name not in ("preset", "seed")):
+            continue
+        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        flags.append(f"--{f.name.replace('_', '-')} {text}")
+    return "safealign eval --model PATH " + " ".join(flags)
 
 
 def model_card(info: dict[str, Any], model_name: str) -> str:
@@ -249,8 +261,8 @@ def model_card(info: dict[str, Any], model_name: str) -> str:
         "print(tokenizer.decode(model.generate(ids, max_new_tokens=96)[0][ids.shape[1]:], "
         "skip_special_tokens=True))\n```\n",
         f"## Results\n\nPreset `{preset}`, seed {report.get('seed')}, held-out items; value [95% bootstrap "
-        "CI], change from the base model (* when its interval excludes zero). The same numbers come from\n"
-        f"`{evaluate}`.\n",
+        "CI], change from the base model (* when its interval excludes zero). The same numbers come from\n\n"
+        f"```bash\n{evaluate}\n```\n",
         _results_table(report, stage) + "\n",
         "## Recipe\n\n```yaml\n" + yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True) + "```\n",
         "## Data provenance\n\n```yaml\n"
