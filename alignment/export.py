@@ -257,9 +257,10 @@ def model_card(info: dict[str, Any], model_name: str) -> str:
         'model = AutoModelForCausalLM.from_pretrained("PATH")\n'
         'tokenizer = AutoTokenizer.from_pretrained("PATH")\n'
         'messages = [{"role": "user", "content": "Rewrite this text without bias:\\n\\n..."}]\n'
-        'ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")\n'
-        "print(tokenizer.decode(model.generate(ids, max_new_tokens=96)[0][ids.shape[1]:], "
-        "skip_special_tokens=True))\n```\n",
+        "inputs = tokenizer.apply_chat_template(\n"
+        '    messages, add_generation_prompt=True, return_tensors="pt", return_dict=True\n)\n'
+        "output = model.generate(**inputs, max_new_tokens=96)\n"
+        'print(tokenizer.decode(output[0][inputs["input_ids"].shape[1] :], skip_special_tokens=True))\n```\n',
         f"## Results\n\nPreset `{preset}`, seed {report.get('seed')}, held-out items; value [95% bootstrap "
         "CI], change from the base model (* when its interval excludes zero). The same numbers come from\n\n"
         f"```bash\n{evaluate}\n```\n",

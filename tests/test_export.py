@@ -108,6 +108,11 @@ def test_export_loads_in_plain_transformers_and_reproduces_the_run(tiny_run, cli
     for section in ("## Recipe", "## Data provenance", "## Limitations", "CrowS-Pairs", "Held-out"):
         assert section in card
 
+    # The card's usage snippet runs as written (with the folder's path and a short reply).
+    snippet = card.split("```python\n", 1)[1].split("```", 1)[0]
+    snippet = snippet.replace('"PATH"', repr(str(out))).replace("max_new_tokens=96", "max_new_tokens=4")
+    exec(compile(snippet, "model card", "exec"), {})
+
     # The card's own command reproduces the run's numbers on the exported folder.
     (command,) = [line for line in card.splitlines() if line.startswith("safealign eval")]
     args = command.split()[2:]
