@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write a stage of a finished pipeline run as a standalone Hugging Face model folder",
         description="Write merged safetensors weights (a LoRA adapter is merged into its base), "
         "the tokenizer with its chat template, a generation config and a README.md model card (license, "
-        "base model, datasets, model-index results with 95 pct CIs, recipe, data provenance, limitations). "
+        "base model, datasets, model-index results with their CIs, recipe, data provenance, limitations). "
         "The folder loads with plain transformers; `safealign eval --model DIR` reproduces the run's "
         "numbers.",
     )
