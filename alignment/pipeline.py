@@ -493,13 +493,12 @@ class Pipeline:
         copy_dir(out, shared, skip)
         atomic_write_json(shared.with_suffix(".json"), {**self.state.get(section, name), "origin": str(out)})
 
-    def reused(self, section: str, name: str, shared: Path, **values: Any) -> dict[str, Any]:
+    def reused(self, section: str, name: str, shared: Path, **values: Any) -> None:
         """Record a step copied from another run: its original wall time and threads, and where from."""
         origin = read_json_object(shared.with_suffix(".json"), REWRITE)
         kept = {k: origin[k] for k in ("wall_s", "threads") if k in origin}
         self.state.set(section, name, status="completed", copied_from=str(shared), **kept, **values)
         say(f"[green]{section[:-1]} {name}: the same step copied from {shared}[/]")
-        return origin
 
     # -- stages -------------------------------------------------------------------------------------------
     def train(self, stage: StagePlan, model: str, upstream: str) -> tuple[str, str, dict[str, Any]]:

@@ -43,10 +43,14 @@ def run(
     return time.perf_counter() - start, results
 
 
+def _samples(folder: Path, suite: str) -> dict[str, dict[str, Any]]:
+    with (folder / "samples" / f"{suite}.jsonl").open(encoding="utf-8") as lines:
+        return {row["id"]: row for row in map(json.loads, lines)}
+
+
 def flips(a: Path, b: Path, suite: str) -> dict[str, int]:
-    """Items of ``suite`` whose decision fields differ between two evaluations' samples, and the items."""
-    read = lambda p: {r["id"]: r for r in map(json.loads, (p / "samples" / f"{suite}.jsonl").open())}  # noqa: E731
-    left, right = read(a), read(b)
+    """How many items of ``suite`` each decision field differs on between two evaluations' samples."""
+    left, right = _samples(a, suite), _samples(b, suite)
     counts = {"items": len(left)}
     for key in DECISIONS.get(suite, ()):
         counts[key] = sum(left[i].get(key) != right[i].get(key) for i in left if i in right)

@@ -212,3 +212,15 @@ def test_eval_power_counts_flips_between_two_evaluations(tmp_path):
         (tmp_path / folder / "samples" / "hellaswag.jsonl").write_text(lines)
     row = power_table(tmp_path / "base", tmp_path / "stage", 1.5)["metrics"]["hellaswag/acc_norm"]
     assert (row["n"], row["flips_down"], row["flips_up"], row["discordance"]) == (200, 0, 10, 0.05)
+
+
+def test_dtype_benchmark_counts_items_whose_decision_changed(tmp_path):
+    from bench.dtype import flips
+
+    for name, decisions in (("a", [True, False, True, False]), ("b", [True, True, True, True])):
+        (tmp_path / name / "samples").mkdir(parents=True)
+        rows = [{"id": str(i), "stereotyped": d, "ll_more": -1.0} for i, d in enumerate(decisions)]
+        (tmp_path / name / "samples" / "crows_pairs.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rows)
+        )
+    assert flips(tmp_path / "a", tmp_path / "b", "crows_pairs") == {"items": 4, "stereotyped": 2}
