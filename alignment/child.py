@@ -17,12 +17,14 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from alignment.errors import SafealignError
 
 ERROR_PREFIX = b"safealign: error: "
 _TAIL_BYTES = 65536  # enough stderr to find the error line after any progress output
+_LIVE: set[subprocess.Popen] = set()  # children running now, from any thread
 
 
 class StepFailed(SafealignError):
@@ -41,11 +43,11 @@ def _die_with_parent() -> None:
         pass
 
 
-def child_env(threads: int) -> dict[str, str]:
-    """Our environment with the step's thread count, and rich told to draw progress when we have a
-    terminal (its stderr is a pipe to us, which it would otherwise take for a log file)."""
+def child_env(threads: int, terminal: bool = True) -> dict[str, str]:
+    """Our environment with the step's thread count, and rich told to draw progress when the child writes
+    to our terminal (its stderr is a pipe to us, which it would otherwise take for a log file)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    if sys.stderr.isatty():
+    if terminal and sys.stderr.isatty():
         env.setdefault("FORCE_COLOR", "1")
         env.setdefault("TTY_COMPATIBLE", "1")
         env.setdefault("COLUMNS", str(shutil.get_terminal_size().columns))
@@ -64,9 +66,10 @@ def error_line(tail: bytes) -> str | None:
     return None
 
 
-def _pump(stream: Any, tail: bytearray) -> None:
-    """Copy a child's stderr to ours as it arrives, keeping its last bytes in ``tail``."""
-    sink = getattr(sys.stderr, "buffer", None)
+def _pump(stream: Any, tail: bytearray, sink: Any) -> None:
+    """Copy a child's stderr to ``sink`` (a binary file, or None for our stderr) as it arrives, keeping its
+    last bytes in ``tail``."""
+    sink = sink or getattr(sys.stderr, "buffer", None)
     while chunk := os.read(stream.fileno(), 8192):
         tail.extend(chunk)
         del tail[:-_TAIL_BYTES]
@@ -77,20 +80,40 @@ def _pump(stream: Any, tail: bytearray) -> None:
             sys.stderr.write(chunk.decode("utf-8", "replace"))
 
 
-def run_safealign(args: Sequence[str], what: str, threads: int) -> None:
+def run_safealign(args: Sequence[str], what: str, threads: int, log: Path | None = None) -> None:
     """``python -m alignment ARGS`` with ``threads`` torch threads; raises on failure.
 
-    A ``SafealignError`` in the child becomes one here with the same message prefixed by ``what``; a
-    crash becomes :class:`StepFailed`; an interrupted child (Ctrl-C, SIGTERM) becomes
-    ``KeyboardInterrupt``. When this process is interrupted, the child gets a few seconds to stop on its
-    own (Ctrl-C reaches the whole process group), then SIGTERM, which it unwinds from the same way.
+    With ``log``, the child's stdout and stderr go to that file instead of ours (a step running beside
+    another keeps the terminal readable). A ``SafealignError`` in the child becomes one here with the same
+    message prefixed by ``what``; a crash becomes :class:`StepFailed`; an interrupted child (Ctrl-C,
+    SIGTERM) becomes ``KeyboardInterrupt``. When this process is interrupted, the child gets a few seconds
+    to stop on its own (Ctrl-C reaches the whole process group), then SIGTERM, which it unwinds from the
+    same way.
     """
     command = [sys.executable, "-m", "alignment", *map(str, args)]
+    sink = None
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        sink = log.open("wb")
+    try:
+        _run_child(command, what, threads, sink)
+    finally:
+        if sink is not None:
+            sink.close()
+
+
+def _run_child(command: list[str], what: str, threads: int, sink: Any) -> None:
+    """Run ``command`` (see :func:`run_safealign`), its output to ``sink`` or ours."""
     proc = subprocess.Popen(
-        command, stderr=subprocess.PIPE, env=child_env(threads), preexec_fn=_die_with_parent
+        command,
+        stdout=sink,
+        stderr=subprocess.PIPE,
+        env=child_env(threads, terminal=sink is None),
+        preexec_fn=_die_with_parent,
     )
+    _LIVE.add(proc)
     tail = bytearray()
-    reader = threading.Thread(target=_pump, args=(proc.stderr, tail), daemon=True)
+    reader = threading.Thread(target=_pump, args=(proc.stderr, tail, sink), daemon=True)
     reader.start()
     try:
         code = proc.wait()
@@ -102,6 +125,7 @@ def run_safealign(args: Sequence[str], what: str, threads: int) -> None:
             proc.wait()
         raise
     finally:
+        _LIVE.discard(proc)
         reader.join(timeout=10)
         proc.stderr.close()
     if code == 0:
@@ -116,4 +140,13 @@ def run_safealign(args: Sequence[str], what: str, threads: int) -> None:
             f"{what}: the step's process was killed by signal {-code}"
             + (" (out of memory?)" if -code == signal.SIGKILL else "")
         )
-    raise StepFailed(f"{what}: the step's process failed with exit code {code} (its output is above)")
+    where = f"in {sink.name}" if sink is not None else "above"
+    raise StepFailed(f"{what}: the step's process failed with exit code {code} (its output is {where})")
+
+
+def stop_children() -> None:
+    """SIGTERM every step still running (one started from another thread, which a Ctrl-C sent only to this
+    process would not reach); each unwinds as from Ctrl-C."""
+    for proc in list(_LIVE):
+        if proc.poll() is None:
+            proc.terminate()

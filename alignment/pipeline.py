@@ -36,16 +36,18 @@ import json
 import re
 import shutil
 import sys
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from alignment.child import run_safealign
+from alignment.child import run_safealign, stop_children
 from alignment.config import check_keys, from_dict, load_yaml
-from alignment.device import choose_threads
+from alignment.device import choose_threads, pick_device
 from alignment.errors import SafealignError
 from alignment.evaluation.config import EvalConfig
 from alignment.io import atomic_dir, atomic_write_json, atomic_write_text, read_json_object, sha256_json
@@ -144,6 +146,13 @@ class PipelineConfig:
         metadata={"help": "`safealign eval` settings for the base model and every stage"},
     )
     report: ReportConfig = field(default_factory=ReportConfig)
+    overlap_evaluation: bool = field(
+        default=True,
+        metadata={
+            "help": "on a CPU with two or more threads to give, evaluate each model in a second lane while "
+            "the next stage trains, the threads split between the lanes; false: one step at a time"
+        },
+    )
 
 
 SECTIONS = {"split": SplitSettings, "evaluation": EvalConfig, "report": ReportConfig}
@@ -260,6 +269,7 @@ class PipelineState:
     """``pipeline.json``: chained hashes and status of every build, stage and evaluation."""
 
     def __init__(self, run_dir: Path) -> None:
+        self.lock = threading.Lock()  # the evaluation lane writes from its own thread
         self.path = run_dir / PIPELINE_FILE
         self.data: dict[str, Any] = {"stages": {}, "evals": {}}
         if self.path.is_file():
@@ -272,8 +282,9 @@ class PipelineState:
         return self.data.setdefault(section, {}).get(name, {})
 
     def set(self, section: str, name: str, **fields: Any) -> None:
-        self.data.setdefault(section, {})[name] = {**self.get(section, name), **fields}
-        atomic_write_json(self.path, self.data)
+        with self.lock:
+            self.data.setdefault(section, {})[name] = {**self.get(section, name), **fields}
+            atomic_write_json(self.path, self.data)
 
 
 def eval_config(cfg: PipelineConfig, classifier: str | None, base_model: str | None) -> EvalConfig:
@@ -340,6 +351,8 @@ class Pipeline:
         self.run_dir = Path(root or runs_dir()) / cfg.name
         self.force = force
         self.threads = threads  # torch threads per step; None: chosen at each step's start
+        # with an evaluation lane: the threads the two lanes share while a stage trains (see run())
+        self.shared_threads: tuple[int, str] | None = None
         # steps shared between runs (an ablation's), by chained hash: shared/{evals,stages}/<hash>
         self.shared: Path | None = None
         self.state: PipelineState | None = None
@@ -443,13 +456,28 @@ class Pipeline:
         return path
 
     def step(self, section: str, name: str, title: str, *args: Any) -> None:
-        """Run ``safealign ARGS`` in its own process with the threads the CPU has free right now; its
-        wall time and threads go into ``pipeline.json``."""
-        threads, why = choose_threads(self.threads)
-        say(f"[bold]{title}[/] [dim]({threads} torch thread{'s' * (threads > 1)}: {why})[/]")
+        """Run ``safealign ARGS`` in its own process; its wall time and threads go into ``pipeline.json``.
+
+        Alone, a step gets the threads the CPU has free right now. While the evaluation lane runs beside the
+        training chain, each side gets half of the threads chosen when the run started, and an evaluation
+        writes its output to ``logs/`` instead of the terminal."""
+        beside = self.shared_threads is not None
+        if beside:
+            budget, why = self.shared_threads
+            threads = budget // 2 if section == "evals" else budget - budget // 2
+            other = "training" if section == "evals" else "evaluation"
+            why = f"half of {budget}, the other half for the {other} lane ({why})"
+        else:
+            threads, why = choose_threads(self.threads)
+        log = self.run_dir / "logs" / f"{section[:-1]}-{name}.log" if beside and section == "evals" else None
+        where = f"; output in {log}" if log else ""
+        say(f"[bold]{title}[/] [dim]({threads} torch thread{'s' * (threads > 1)}: {why}{where})[/]")
         started = time.perf_counter()
-        run_safealign(args, title.split(" (")[0], threads)
-        self.state.set(section, name, wall_s=round(time.perf_counter() - started, 1), threads=threads)
+        run_safealign(args, title.split(" (")[0], threads, log=log)
+        wall = round(time.perf_counter() - started, 1)
+        self.state.set(section, name, wall_s=wall, threads=threads, beside_training=beside)
+        if log:
+            say(f"[green]{title}: done in {wall:.0f} s[/]")
 
     # -- evaluation ---------------------------------------------------------------------------------------
     def evaluate(
@@ -612,6 +640,66 @@ class Pipeline:
         except SafealignError as exc:
             raise SafealignError(f"{self.source}, key 'evaluation': {exc}") from exc
 
+    def lane_threads(self) -> tuple[int, str] | None:
+        """The threads the training chain and the evaluation lane share, and why; None when evaluations
+        run in turn with the training (the recipe says so, fewer than two threads, or not a CPU)."""
+        if not self.cfg.overlap_evaluation or not self.cfg.stages or pick_device().type != "cpu":
+            return None
+        budget, why = choose_threads(self.threads)
+        return (budget, why) if budget >= 2 else None
+
+    def train_and_evaluate(self, base_chain: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Evaluate the base model and the baselines, then train each stage and evaluate it: results and
+        stage records by column, in report order.
+
+        On a CPU with two or more threads to give, evaluations queue in a second lane (one at a time, each
+        in its own process) while the chain trains, so the CPU is never left half idle; the lane's last
+        evaluations run with every thread once the chain is trained. A failed evaluation stops the run at the
+        end of the stage training beside it; an interrupted run stops both lanes."""
+        cfg = self.cfg
+        shared = self.lane_threads()
+        lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evaluation") if shared else None
+        evaluations: dict[str, Future | dict[str, Any]] = {}
+        records: dict[str, dict[str, Any] | None] = {}
+
+        def evaluate(name: str, model: str, chain: str, plan: BaselinePlan | None = None) -> None:
+            evaluations[name] = (
+                lane.submit(self.evaluate, name, model, chain, plan)
+                if lane
+                else self.evaluate(name, model, chain, plan)
+            )
+
+        def check_lane() -> None:
+            for job in evaluations.values():
+                if isinstance(job, Future) and job.done() and job.exception() is not None:
+                    raise job.exception()
+
+        self.shared_threads = shared
+        try:
+            evaluate(BASE, self.base_path, base_chain)
+            records[BASE] = None
+            for plan in cfg.baselines:
+                evaluate(plan.name, self.base_path, base_chain, plan)
+                records[plan.name] = None
+            model, chain = self.base_path, base_chain
+            for stage in cfg.stages:
+                model, chain, records[stage.name] = self.train(stage, model, chain)
+                check_lane()
+                if stage is cfg.stages[-1]:
+                    self.shared_threads = None  # the lane's remaining evaluations take every thread
+                evaluate(stage.name, model, chain)
+            results = {k: v.result() if isinstance(v, Future) else v for k, v in evaluations.items()}
+        except BaseException:
+            if lane is not None:
+                stop_children()
+                lane.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            self.shared_threads = None
+        if lane is not None:
+            lane.shutdown()
+        return results, records
+
     def run(self) -> dict[str, Any]:
         from alignment.audit import leakage_audit
         from alignment.models import resolve_model
@@ -633,15 +721,7 @@ class Pipeline:
             self.build_data()
             classifier = self.train_classifier()
             base_chain = sha256_json({"model": cfg.model, "path": self.base_path, "classifier": classifier})
-            results = {BASE: self.evaluate(BASE, self.base_path, base_chain)}
-            records: dict[str, dict[str, Any] | None] = {BASE: None}
-            for plan in cfg.baselines:
-                results[plan.name] = self.evaluate(plan.name, self.base_path, base_chain, baseline=plan)
-                records[plan.name] = None
-            model, chain = self.base_path, base_chain
-            for stage in cfg.stages:
-                model, chain, records[stage.name] = self.train(stage, model, chain)
-                results[stage.name] = self.evaluate(stage.name, model, chain)
+            results, records = self.train_and_evaluate(base_chain)
             used = sorted({self.dataset_path(s)[0] for s in cfg.stages if s.dataset})
             audit = leakage_audit(used, self.run_dir / "eval" / BASE)
             provenance = {

@@ -266,3 +266,59 @@ def test_a_failing_step_process_fails_with_its_own_error_line(tiny_model, monkey
     with pytest.raises(StepFailed, match="eval base: the step's process failed with exit code 1") as info:
         run_safealign(["eval"], "eval base", 1)
     assert info.value.exit_code == 1
+
+
+@pytest.mark.slow
+def test_evaluations_beside_training_give_the_same_report_as_one_step_at_a_time(data_dir, tmp_path):
+    from alignment.pipeline import Pipeline
+
+    runs = tmp_path / "runs"
+    reports = {}
+    for name, overlap in (("lanes", True), ("in-turn", False)):
+        cfg = load_pipeline(recipe(tmp_path, name, ["crows_pairs", "perplexity"], 2))
+        cfg.overlap_evaluation = overlap
+        reports[name] = Pipeline(cfg, root=runs, threads=2).run()
+    steps = {name: json.loads((runs / name / "pipeline.json").read_text()) for name in reports}
+    lanes = steps["lanes"]
+    # base and sft were evaluated beside a training stage, one thread each; dpo's evaluation came last
+    # and took both threads; logs of the side lane are kept in the run
+    assert [lanes["evals"][s]["beside_training"] for s in ("base", "sft", "dpo")] == [True, True, False]
+    assert [lanes["evals"][s]["threads"] for s in ("base", "sft", "dpo")] == [1, 1, 2]
+    assert [lanes["stages"][s]["threads"] for s in ("sft", "dpo")] == [1, 1]
+    assert (runs / "lanes" / "logs" / "eval-base.log").stat().st_size > 0
+    assert not any(step["beside_training"] for step in steps["in-turn"]["evals"].values())
+    assert all(step["threads"] == 2 for step in steps["in-turn"]["evals"].values())
+
+    def values(report: dict) -> dict:
+        return {(r["suite"], r["metric"], s): c["value"] for r in report["rows"] for s, c in r["cells"].items()}
+
+    assert reports["lanes"]["stages"] == reports["in-turn"]["stages"] == ["base", "sft", "dpo"]
+    assert values(reports["lanes"]).keys() == values(reports["in-turn"]).keys()
+    for key, value in values(reports["in-turn"]).items():
+        assert values(reports["lanes"])[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+
+
+def test_a_failed_evaluation_in_the_side_lane_stops_the_run(tmp_path, monkeypatch):
+    import alignment.pipeline
+    from alignment.pipeline import Pipeline
+
+    started = []
+
+    def fake_step(args, what, threads, log=None):
+        started.append(what)
+        raise SafealignError(f"{what}: the suite broke")
+
+    def fake_train(self, stage, model, upstream):
+        started.append(f"train {stage.name}")
+        time.sleep(0.3)  # the base evaluation fails while the first stage trains
+        return model, upstream, {"status": "completed"}
+
+    monkeypatch.setattr(alignment.pipeline, "run_safealign", fake_step)
+    monkeypatch.setattr(Pipeline, "train", fake_train)
+    cfg = load_pipeline(recipe(tmp_path, "broken", ["crows_pairs"], 2))
+    pipeline = Pipeline(cfg, root=tmp_path / "runs", threads=2)
+    pipeline.state = alignment.pipeline.PipelineState(tmp_path)
+    pipeline.base_path = "tiny-random"
+    with pytest.raises(SafealignError, match="eval base: the suite broke"):
+        pipeline.train_and_evaluate("chain")
+    assert sorted(started) == ["eval base", "train sft"]  # dpo never started
