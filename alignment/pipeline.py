@@ -351,8 +351,9 @@ class Pipeline:
         self.run_dir = Path(root or runs_dir()) / cfg.name
         self.force = force
         self.threads = threads  # torch threads per step; None: chosen at each step's start
-        # with an evaluation lane: the threads the two lanes share while a stage trains (see run())
+        # with an evaluation lane: the threads the two lanes share while a stage trains, and the lane's jobs
         self.shared_threads: tuple[int, str] | None = None
+        self.lane_jobs: list[Future] = []
         # steps shared between runs (an ablation's), by chained hash: shared/{evals,stages}/<hash>
         self.shared: Path | None = None
         self.state: PipelineState | None = None
@@ -459,9 +460,13 @@ class Pipeline:
         """Run ``safealign ARGS`` in its own process; its wall time and threads go into ``pipeline.json``.
 
         Alone, a step gets the threads the CPU has free right now. While the evaluation lane runs beside the
-        training chain, each side gets half of the threads chosen when the run started, and an evaluation
-        writes its output to ``logs/`` instead of the terminal."""
-        beside = self.shared_threads is not None
+        training chain, each side gets half of the threads chosen when the run started (a stage that starts
+        while the lane is idle gets them all), and an evaluation writes its output to ``logs/`` instead of
+        the terminal."""
+        # a stage that starts while the lane has nothing to do takes every thread: the lane only gets work
+        # between stages, so nothing starts beside it
+        lane_busy = any(not job.done() for job in self.lane_jobs)
+        beside = self.shared_threads is not None and (section == "evals" or lane_busy)
         if beside:
             budget, why = self.shared_threads
             threads = budget // 2 if section == "evals" else budget - budget // 2
@@ -663,11 +668,11 @@ class Pipeline:
         records: dict[str, dict[str, Any] | None] = {}
 
         def evaluate(name: str, model: str, chain: str, plan: BaselinePlan | None = None) -> None:
-            evaluations[name] = (
-                lane.submit(self.evaluate, name, model, chain, plan)
-                if lane
-                else self.evaluate(name, model, chain, plan)
-            )
+            if lane is None:
+                evaluations[name] = self.evaluate(name, model, chain, plan)
+            else:
+                evaluations[name] = lane.submit(self.evaluate, name, model, chain, plan)
+                self.lane_jobs.append(evaluations[name])
 
         def check_lane() -> None:
             for job in evaluations.values():
@@ -695,7 +700,7 @@ class Pipeline:
                 lane.shutdown(wait=True, cancel_futures=True)
             raise
         finally:
-            self.shared_threads = None
+            self.shared_threads, self.lane_jobs = None, []
         if lane is not None:
             lane.shutdown()
         return results, records

@@ -7,6 +7,7 @@ An ablation file (``recipes/<model>/ablation.yaml``)::
     pipeline: pipeline.yaml         # the recipe every entry edits (relative to this file)
     split: validation               # evaluate on validation (choosing a recipe) or heldout (the report)
     out: ../../docs/results         # writes results.md, results.json and results.png (relative to this file)
+    baselines: false                # the pipeline's training-free baselines too (each evaluated once)
     recipes:
       - {name: sft-only, stages: [sft]}
       - {name: dpo-neutral, stages: [dpo], data: {pairs: {strategy: neutral_over_more}},
@@ -73,6 +74,13 @@ class AblationConfig:
     out: str = field(
         default="results",
         metadata={"help": "output prefix: <out>.md, <out>.json, <out>.png (relative to this file)"},
+    )
+    baselines: bool = field(
+        default=False,
+        metadata={
+            "help": "also evaluate the pipeline's training-free baselines (once, shared by every recipe); "
+            "off by default: they are not recipes, and Self-Debias alone costs about a full evaluation"
+        },
     )
 
     def __post_init__(self) -> None:
@@ -159,6 +167,8 @@ class Ablation:
             where = f"{self.source}:recipes[{i}]"
             raw = recipe_mapping(self.base_raw, entry, f"{self.cfg.name}-{entry.name}", where)
             raw.setdefault("evaluation", {})["split"] = self.cfg.split
+            if not self.cfg.baselines:
+                raw.pop("baselines", None)
             if isinstance(raw.get("stereotype_classifier"), dict):
                 raw["stereotype_classifier"] = str(self.classifier_dir)
             cfg = parse_pipeline(raw, where)

@@ -290,7 +290,9 @@ def test_evaluations_beside_training_give_the_same_report_as_one_step_at_a_time(
     assert all(step["threads"] == 2 for step in steps["in-turn"]["evals"].values())
 
     def values(report: dict) -> dict:
-        return {(r["suite"], r["metric"], s): c["value"] for r in report["rows"] for s, c in r["cells"].items()}
+        return {
+            (r["suite"], r["metric"], s): c["value"] for r in report["rows"] for s, c in r["cells"].items()
+        }
 
     assert reports["lanes"]["stages"] == reports["in-turn"]["stages"] == ["base", "sft", "dpo"]
     assert values(reports["lanes"]).keys() == values(reports["in-turn"]).keys()

@@ -65,6 +65,17 @@ def test_a_recipe_keeps_its_stages_and_merges_its_edits():
     }
 
 
+def test_baselines_are_left_out_of_an_ablation_unless_it_asks(tmp_path, monkeypatch):
+    from alignment.results import Ablation
+
+    monkeypatch.setitem(BASE_RECIPE, "baselines", ["prompted"])
+    path = ablation_file(tmp_path)
+    assert all(not p.cfg.baselines for _, p in Ablation(path).pipelines())
+    raw = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**raw, "baselines": True}))
+    assert all([b.name for b in p.cfg.baselines] == ["prompted"] for _, p in Ablation(path).pipelines())
+
+
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
