@@ -162,6 +162,34 @@ def test_trl_online_stages_resume(prompts, tmp_path, stage):
     assert record["steps"]["global_step"] == 4
 
 
+@pytest.mark.parametrize("stage", ["grpo", "rloo"])
+def test_trl_online_stage_resumed_from_its_last_checkpoint_trains_no_more(prompts, tmp_path, stage):
+    """Killed after the checkpoint at max_steps but before the stage recorded its end: resuming saves
+    that checkpoint's model without another step (transformers 5.24 alone trains one more)."""
+    import importlib
+    import shutil
+
+    module = importlib.import_module(f"alignment.stages.{stage}")
+    config_cls, run = getattr(module, f"{stage.upper()}StageConfig"), getattr(module, f"run_{stage}")
+    values = {**RL_COMMON, "dataset": prompts, "max_steps": 2, "per_device_train_batch_size": 8}
+    out = tmp_path / stage
+    run(config_cls(**values), out, reward_fn=space_share)
+    record = json.loads((out / "stage.json").read_text())
+    (out / "stage.json").write_text(json.dumps({**record, "status": "running"}))
+    shutil.rmtree(out / "model")
+    calls = []
+
+    def counted(prompts, completions, **kwargs):
+        calls.append(len(completions))
+        return space_share(prompts, completions, **kwargs)
+
+    run(config_cls(**values, resume=True), out, reward_fn=counted)
+    record = json.loads((out / "stage.json").read_text())
+    assert record["status"] == "completed" and record["steps"]["resumed_from_step"] == 2
+    assert record["steps"]["global_step"] == 2 and calls == []  # nothing generated or scored
+    assert (out / "model").is_dir()
+
+
 def test_trl_online_stage_stops_on_a_nan_reward(prompts, tmp_path):
     from alignment.stages.grpo import GRPOStageConfig, run_grpo
 

@@ -392,6 +392,8 @@ def _train(
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
+    if decision.checkpoint is not None:
+        stop_at_max_steps(trainer)
 
     # The input checks out: only now does the run directory change.
     if is_main and decision.clear:
@@ -436,6 +438,24 @@ def _train(
         stage_record.fail(exc)
         raise
     return sd.model
+
+
+def stop_at_max_steps(trainer: Any) -> None:
+    """Give the trainer no more batches once ``max_steps`` is reached.
+
+    Works around transformers 5.24 (``Trainer._run_epoch``), which checks ``max_steps`` only after a
+    step: resumed from a checkpoint at the last step, in the middle of an epoch (GRPO and RLOO usually
+    are: ``max_steps`` ends their first epoch early), it trained one step more. With no batches the
+    rest of that epoch is empty and the trainer finishes as usual (weights and state from the checkpoint).
+    """
+    fetch = trainer.get_batch_samples
+
+    def get_batch_samples(epoch_iterator: Any, num_batches: int, device: Any) -> tuple[list, Any]:
+        if trainer.state.global_step >= trainer.state.max_steps:
+            return [], None
+        return fetch(epoch_iterator, num_batches, device)
+
+    trainer.get_batch_samples = get_batch_samples
 
 
 def check_checkpoint_files(checkpoint: Path) -> None:
