@@ -76,6 +76,18 @@ def test_baselines_are_left_out_of_an_ablation_unless_it_asks(tmp_path, monkeypa
     assert all([b.name for b in p.cfg.baselines] == ["prompted"] for _, p in Ablation(path).pipelines())
 
 
+def test_a_subset_of_recipes_runs_and_says_so(tmp_path):
+    from alignment.results import Ablation, markdown
+
+    path = ablation_file(tmp_path)
+    assert [e.name for e in Ablation(path, only=["dpo-neutral"]).entries] == ["dpo-neutral"]
+    with pytest.raises(SafealignError, match="unknown recipe.*dpo-parity.*has sft-only, dpo-neutral"):
+        Ablation(path, only=["dpo-parity"])
+    summary = {"ablation": "a.yaml", "split": "validation", "only": ["dpo-neutral"], "recipes": []}
+    assert "`safealign results --config a.yaml --recipes dpo-neutral`" in markdown(summary, None)
+    assert "--recipes" not in markdown({**summary, "only": None}, None)
+
+
 @pytest.mark.parametrize(
     ("entry", "message"),
     [

@@ -31,6 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--runs-dir", help="parent folder of run directories (default: $SAFEALIGN_RUNS or ./runs)"
     )
     parser.add_argument("--threads", type=int, help="torch threads of every step (see `safealign pipeline`)")
+    parser.add_argument(
+        "--recipes",
+        metavar="A,B",
+        help="run and summarise only these recipes of the ablation file (in its order)",
+    )
     parser.add_argument("--force", action="store_true", help="redo every step of every recipe")
     parser.set_defaults(func=run_results)
 
@@ -46,6 +51,7 @@ def run_results(args: argparse.Namespace) -> int:
         model=args.model,
         out=args.out,
         limit=args.limit,
+        only=[r.strip() for r in args.recipes.split(",") if r.strip()] if args.recipes else None,
         force=args.force,
         threads=args.threads,
     )
