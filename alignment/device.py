@@ -72,6 +72,18 @@ def describe_device() -> dict:
 THREADS_ENV = "SAFEALIGN_THREADS"
 
 
+def available_memory_gb() -> float | None:
+    """Memory the system can give new work without swapping (``MemAvailable`` of ``/proc/meminfo``), in GB;
+    None where that is unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024 / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def usable_cpus() -> int:
     """CPUs this process may run on (its affinity mask, which containers and ``taskset`` narrow)."""
     try:

@@ -47,7 +47,7 @@ import yaml
 
 from alignment.child import run_safealign, stop_children
 from alignment.config import check_keys, from_dict, load_yaml
-from alignment.device import choose_threads, pick_device
+from alignment.device import available_memory_gb, choose_threads, pick_device
 from alignment.errors import SafealignError
 from alignment.evaluation.config import EvalConfig
 from alignment.io import atomic_dir, atomic_write_json, atomic_write_text, read_json_object, sha256_json
@@ -151,6 +151,14 @@ class PipelineConfig:
         metadata={
             "help": "on a CPU with two or more threads to give, evaluate each model in a second lane while "
             "the next stage trains, the threads split between the lanes; false: one step at a time"
+        },
+    )
+    overlap_memory_gb: float = field(
+        default=8.0,
+        metadata={
+            "help": "evaluate beside training only when the system has this much memory available when the "
+            "run starts: a stage and an evaluation are then resident together (SmolLM2: PPO 5.3 GB beside an "
+            "evaluation's 1.1 GB and the pipeline's 0.6, 7.0 GB in all, against at most 5.9 GB in turn)"
         },
     )
 
@@ -647,8 +655,16 @@ class Pipeline:
 
     def lane_threads(self) -> tuple[int, str] | None:
         """The threads the training chain and the evaluation lane share, and why; None when evaluations
-        run in turn with the training (the recipe says so, fewer than two threads, or not a CPU)."""
+        run in turn with the training (the recipe says so, fewer than two threads, too little memory
+        available, or not a CPU)."""
         if not self.cfg.overlap_evaluation or not self.cfg.stages or pick_device().type != "cpu":
+            return None
+        memory = available_memory_gb()
+        if memory is not None and memory < self.cfg.overlap_memory_gb:
+            say(
+                f"[dim]evaluations run in turn with the training: {memory:.1f} GB of memory available, "
+                f"{self.cfg.overlap_memory_gb:g} GB wanted to run both at once (overlap_memory_gb)[/]"
+            )
             return None
         budget, why = choose_threads(self.threads)
         return (budget, why) if budget >= 2 else None

@@ -269,9 +269,13 @@ def test_a_failing_step_process_fails_with_its_own_error_line(tiny_model, monkey
 
 
 @pytest.mark.slow
-def test_evaluations_beside_training_give_the_same_report_as_one_step_at_a_time(data_dir, tmp_path):
+def test_evaluations_beside_training_give_the_same_report_as_one_step_at_a_time(
+    data_dir, tmp_path, monkeypatch
+):
+    import alignment.pipeline
     from alignment.pipeline import Pipeline
 
+    monkeypatch.setattr(alignment.pipeline, "available_memory_gb", lambda: 16.0)  # on any machine
     runs = tmp_path / "runs"
     reports = {}
     for name, overlap in (("lanes", True), ("in-turn", False)):
@@ -316,6 +320,7 @@ def test_a_failed_evaluation_in_the_side_lane_stops_the_run(tmp_path, monkeypatc
         return model, upstream, {"status": "completed"}
 
     monkeypatch.setattr(alignment.pipeline, "run_safealign", fake_step)
+    monkeypatch.setattr(alignment.pipeline, "available_memory_gb", lambda: 16.0)
     monkeypatch.setattr(Pipeline, "train", fake_train)
     cfg = load_pipeline(recipe(tmp_path, "broken", ["crows_pairs"], 2))
     pipeline = Pipeline(cfg, root=tmp_path / "runs", threads=2)
@@ -324,3 +329,17 @@ def test_a_failed_evaluation_in_the_side_lane_stops_the_run(tmp_path, monkeypatc
     with pytest.raises(SafealignError, match="eval base: the suite broke"):
         pipeline.train_and_evaluate("chain")
     assert sorted(started) == ["eval base", "train sft"]  # dpo never started
+
+
+def test_evaluations_run_in_turn_without_the_memory_for_both(tmp_path, monkeypatch):
+    import alignment.pipeline
+    from alignment.pipeline import Pipeline
+
+    pipeline = Pipeline(load_pipeline(recipe(tmp_path, "small", ["crows_pairs"], 2)), threads=2)
+    monkeypatch.setattr(alignment.pipeline, "available_memory_gb", lambda: 16.0)
+    assert pipeline.lane_threads() == (2, "requested")
+    monkeypatch.setattr(alignment.pipeline, "available_memory_gb", lambda: 5.0)
+    assert pipeline.lane_threads() is None
+    pipeline.cfg.overlap_memory_gb = 4.0
+    assert pipeline.lane_threads() == (2, "requested")
+    assert Pipeline(pipeline.cfg, threads=1).lane_threads() is None
