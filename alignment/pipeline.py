@@ -158,7 +158,7 @@ class PipelineConfig:
         metadata={
             "help": "evaluate beside training only when the system has this much memory available when the "
             "run starts: a stage and an evaluation are then resident together (SmolLM2: PPO 5.3 GB beside an "
-            "evaluation's 1.1 GB and the pipeline's 0.6, 7.0 GB in all, against at most 5.9 GB in turn)"
+            "evaluation's 1.1 GB and the pipeline's 0.6, 7.0 GB in all, against at most 6.2 GB in turn)"
         },
     )
 
