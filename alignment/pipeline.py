@@ -674,7 +674,7 @@ class Pipeline:
         stage records by column, in report order.
 
         On a CPU with two or more threads to give, evaluations queue in a second lane (one at a time, each
-        in its own process) while the chain trains, so the CPU is never left half idle; the lane's last
+        in its own process) while the chain trains, instead of each waiting for the other; the lane's last
         evaluations run with every thread once the chain is trained. A failed evaluation stops the run at the
         end of the stage training beside it; an interrupted run stops both lanes."""
         cfg = self.cfg
