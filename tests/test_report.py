@@ -136,6 +136,18 @@ def test_report_files(tmp_path):
         "dpo": {
             "status": "completed",
             "curves": {"train": [{"step": 1, "loss": 0.69, "rewards/accuracies": 0.6}]},
+            "metrics": {  # an RL stage's paired held-out reward (as PPO/GRPO/RLOO record it)
+                "eval_reward_change": {
+                    "n": 54,
+                    "base_mean": 0.833,
+                    "trained_mean": 0.917,
+                    "change": 0.084,
+                    "ci95": [0.030, 0.140],
+                    "p": 0.002,
+                    "base_sd": 0.175,
+                    "change_in_base_sd": 0.48,
+                }
+            },
         },
     }
     report = write_report(
@@ -160,6 +172,8 @@ def test_report_files(tmp_path):
     for stage in ("base", "sft", "dpo"):
         assert f" {stage} |" in md and f"<th>{stage}</th>" in page
     assert "55.0 [53.0, 57.0] Δ-7*" in md
+    dpo_row = next(line for line in md.splitlines() if line.startswith("| dpo | completed"))
+    assert "held-out reward 0.833→0.917 (Δ+0.084 [+0.030, +0.140], p 0.002, +0.48 base sd, n 54 prompts)" in dpo_row
     assert page.count("data:image/png;base64,") == 3 and "report_files/" not in page
     assert (tmp_path / "report_files" / "crows_pairs_by_type.png").stat().st_size > 1000
     assert report["verdicts"]["sft"]["bias_improved"] == 2

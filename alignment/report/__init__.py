@@ -39,6 +39,8 @@ def _training_info(record: dict[str, Any] | None) -> dict[str, Any]:
         "reward_mean",
         "kl",
         "objective/kl",
+        "eval_reward_change",
+        "eval_kl_per_token_end",
     )
     return {
         "status": record.get("status"),

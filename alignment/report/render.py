@@ -149,15 +149,33 @@ FIGURES = (
 )
 
 
+def reward_change_text(change: dict[str, Any]) -> str:
+    """An RL stage's paired held-out reward change (``metrics.eval_reward_change``) in one phrase.
+
+    >>> reward_change_text({"n": 46, "base_mean": 0.856, "trained_mean": 0.909, "change": 0.053,
+    ...     "ci95": [-0.002, 0.106], "p": 0.066, "change_in_base_sd": 0.31})
+    'held-out reward 0.856→0.909 (Δ+0.053 [-0.002, +0.106], p 0.066, +0.31 base sd, n 46 prompts)'
+    """
+    low, high = change.get("ci95") or (None, None)
+    ci = f" [{low:+.3f}, {high:+.3f}]" if low is not None and high is not None else ""
+    in_sd = change.get("change_in_base_sd")
+    sd = f", {in_sd:+.2f} base sd" if in_sd is not None else ""
+    return (
+        f"held-out reward {fmt(change['base_mean'])}→{fmt(change['trained_mean'])} "
+        f"(Δ{change['change']:+.3f}{ci}, p {fmt_p(change.get('p'))}{sd}, n {change['n']} prompts)"
+    )
+
+
 def training_table(training: dict[str, dict[str, Any]]) -> str:
     lines = [
         "| stage | status | steps | wall time (s) | peak RSS (MiB) | final metrics |",
         "|---|---|---|---|---|---|",
     ]
     for stage, info in training.items():
-        metrics = ", ".join(
-            f"{k}={fmt(v)}" for k, v in (info.get("metrics") or {}).items() if isinstance(v, (int, float))
-        )
+        values = info.get("metrics") or {}
+        metrics = ", ".join(f"{k}={fmt(v)}" for k, v in values.items() if isinstance(v, (int, float)))
+        if isinstance(values.get("eval_reward_change"), dict):
+            metrics = ", ".join(filter(None, [reward_change_text(values["eval_reward_change"]), metrics]))
         lines.append(
             f"| {stage} | {info.get('status', '–')} | {info.get('steps', '–')} | "
             f"{fmt(info.get('wall_time_s'))} | {fmt(info.get('peak_rss_mb'))} | {metrics or '–'} |"
