@@ -173,7 +173,10 @@ def test_report_files(tmp_path):
         assert f" {stage} |" in md and f"<th>{stage}</th>" in page
     assert "55.0 [53.0, 57.0] Δ-7*" in md
     dpo_row = next(line for line in md.splitlines() if line.startswith("| dpo | completed"))
-    assert "held-out reward 0.833→0.917 (Δ+0.084 [+0.030, +0.140], p 0.002, +0.48 base sd, n 54 prompts)" in dpo_row
+    assert (
+        "held-out reward 0.833→0.917 (Δ+0.084 [+0.030, +0.140], p 0.002, +0.48 base sd, n 54 prompts)"
+        in dpo_row
+    )
     assert page.count("data:image/png;base64,") == 3 and "report_files/" not in page
     assert (tmp_path / "report_files" / "crows_pairs_by_type.png").stat().st_size > 1000
     assert report["verdicts"]["sft"]["bias_improved"] == 2
