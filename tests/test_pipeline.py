@@ -305,6 +305,8 @@ def test_evaluations_beside_training_give_the_same_report_as_one_step_at_a_time(
 
 
 def test_a_failed_evaluation_in_the_side_lane_stops_the_run(tmp_path, monkeypatch):
+    from concurrent.futures import wait
+
     import alignment.pipeline
     from alignment.pipeline import Pipeline
 
@@ -316,7 +318,7 @@ def test_a_failed_evaluation_in_the_side_lane_stops_the_run(tmp_path, monkeypatc
 
     def fake_train(self, stage, model, upstream):
         started.append(f"train {stage.name}")
-        time.sleep(0.3)  # the base evaluation fails while the first stage trains
+        wait(self.lane_jobs[:1], timeout=60)  # the base evaluation fails while the first stage trains
         return model, upstream, {"status": "completed"}
 
     monkeypatch.setattr(alignment.pipeline, "run_safealign", fake_step)
