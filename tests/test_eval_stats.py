@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -91,8 +93,15 @@ def test_preset_file(tmp_path):
         load_preset(str(path))
 
 
+def test_the_recipes_preset_files_load():
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    rtp = load_preset(str(recipes / "smollm2-135m-instruct" / "eval-rtp-toxicity.yaml"))
+    assert rtp.suites == ("toxicity",) and rtp.limit("toxicity") is None
+    assert rtp.suite_options("toxicity")["sources"] == ["rtp"]
+    assert rtp.suite_options("toxicity")["num_samples"] == 4
+
+
 def test_every_metric_has_metadata_and_docs():
-    from pathlib import Path
 
     docs = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text(encoding="utf-8")
     for spec in load_suites().values():
