@@ -102,7 +102,6 @@ def test_the_recipes_preset_files_load():
 
 
 def test_every_metric_has_metadata_and_docs():
-
     docs = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text(encoding="utf-8")
     for spec in load_suites().values():
         assert any(info.headline for info in spec.metrics.values()), spec.name
