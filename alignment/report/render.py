@@ -174,8 +174,9 @@ def training_table(training: dict[str, dict[str, Any]]) -> str:
     for stage, info in training.items():
         values = info.get("metrics") or {}
         metrics = ", ".join(f"{k}={fmt(v)}" for k, v in values.items() if isinstance(v, (int, float)))
-        if isinstance(values.get("eval_reward_change"), dict):
-            metrics = ", ".join(filter(None, [reward_change_text(values["eval_reward_change"]), metrics]))
+        change = values.get("eval_reward_change")
+        if isinstance(change, dict) and {"n", "base_mean", "trained_mean", "change"} <= change.keys():
+            metrics = ", ".join(filter(None, [reward_change_text(change), metrics]))
         lines.append(
             f"| {stage} | {info.get('status', '–')} | {info.get('steps', '–')} | "
             f"{fmt(info.get('wall_time_s'))} | {fmt(info.get('peak_rss_mb'))} | {metrics or '–'} |"
