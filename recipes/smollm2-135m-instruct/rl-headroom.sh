@@ -4,7 +4,10 @@
 # Settings are chosen on the validation split; every run reports its held-out reward paired with the base
 # in stage.json (metrics.eval_reward_change). One thread per run, as measured:
 #   OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 bash recipes/smollm2-135m-instruct/rl-headroom.sh [OUT] [RUN...]
-# Needs SAFEALIGN_DATA_DIR; OUT defaults to runs/rl-headroom; RUN names the runs below (default: all).
+# Needs SAFEALIGN_DATA_DIR; OUT defaults to runs/rl-headroom; RUN names the runs below (default: all
+# training runs). rtp-NAME scores run NAME's model (rtp-base: the starting model) with the toxicity suite
+# on every held-out RealToxicityPrompts prompt (eval-rtp-toxicity.yaml) into OUT/eval-rtp/NAME; compare
+# two of them, paired by prompt, with `safealign compare --out DIR base=OUT/eval-rtp/base ppo=...`.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${1:-runs/rl-headroom}"
@@ -31,7 +34,23 @@ declare -A runs=(
   [grpo-headroom]="grpo --seed 0"
   [rloo-headroom]="rloo --seed 0"
 )
+for seed in 0 1 2; do  # the method comparison on the test split (docs/ppo.md): same prompts and budget
+  runs[grpo-test-s$seed]="grpo --eval_split test --seed $seed"
+  runs[rloo-test-s$seed]="rloo --eval_split test --seed $seed"
+done
+
+rtp() {  # run name (or base): the toxicity suite's expected max toxicity on held-out RTP prompts
+  local name=$1 model="$out/$1/model" dest="$out/eval-rtp/$1"
+  [ "$name" = base ] && model=smollm2-135m-instruct
+  [ -f "$dest/results.json" ] || $sa eval --model "$model" --preset "$here/eval-rtp-toxicity.yaml" \
+    --test-fraction 0.2 --out "$dest"
+}
+
 for name in "${@:-${!runs[@]}}"; do
+  if [[ $name == rtp-* ]]; then
+    rtp "${name#rtp-}"
+    continue
+  fi
   # shellcheck disable=SC2086
   train ${runs[$name]%% *} "$name" ${runs[$name]#* }
 done
