@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,25 @@ def test_unfinished_run_needs_resume(tmp_path, cli):
     sft = write_sft(tmp_path / "sft", train=8, test=4)
     result = cli("train", "sft", "--model", "tiny-random", "--dataset", sft, "--output_dir", out)
     assert result.code == 2 and "--resume" in result.err and "step 2" in result.err
+
+
+def test_resumed_at_max_steps_trains_no_more_and_records_no_segment_loss(tmp_path, cli, tiny_model):
+    """Killed after the checkpoint at max_steps but before the stage ended: --resume trains no step, and
+    the record keeps no segment loss (transformers reports 0.0 for a segment without steps)."""
+    sft = write_sft(tmp_path / "sft", train=8, test=2)
+    out = tmp_path / "run"
+    args = ("train", "sft", "--model", "tiny-random", "--dataset", sft, "--output_dir", out)
+    steps = ("--max_steps", "2", "--save_steps", "2", "--per_device_train_batch_size", "2")
+    assert cli(*args, *steps).code == 0
+    first = json.loads((out / "stage.json").read_text())
+    assert first["metrics"]["train_loss_segment"] > 0
+    assert (out / "checkpoints" / "checkpoint-2" / "trainer_state.json").is_file()
+    (out / "stage.json").write_text(json.dumps({**first, "status": "running"}))
+    shutil.rmtree(out / "model")
+
+    result = cli(*args, *steps, "--resume")
+    assert result.code == 0, result.err
+    record = json.loads((out / "stage.json").read_text())
+    assert record["status"] == "completed" and record["steps"]["global_step"] == 2
+    assert record["steps"]["resumed_from_step"] == 2
+    assert "train_loss_segment" not in record["metrics"]

@@ -405,7 +405,9 @@ def _train(
             resume_from_checkpoint=str(decision.checkpoint) if decision.checkpoint else None
         )
         state = trainer.state
-        metrics = {"train_loss_segment": output.training_loss}
+        # transformers reports a loss of 0.0 for a segment that trained no step (resumed at max_steps)
+        trained = state.global_step > stage_record.segment["from_step"]
+        metrics = {"train_loss_segment": output.training_loss} if trained else {}
         if data.eval is not None:
             metrics.update(trainer.evaluate())
         if spec.final_metrics is not None:
