@@ -6,8 +6,9 @@
 #   OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 bash recipes/smollm2-135m-instruct/rl-headroom.sh [OUT] [RUN...]
 # Needs SAFEALIGN_DATA_DIR; OUT defaults to runs/rl-headroom; RUN names the runs below (default: all
 # training runs). rtp-NAME scores run NAME's model (rtp-base: the starting model) with the toxicity suite
-# on every held-out RealToxicityPrompts prompt (eval-rtp-toxicity.yaml) into OUT/eval-rtp/NAME; compare
-# two of them, paired by prompt, with `safealign compare --out DIR base=OUT/eval-rtp/base ppo=...`.
+# on every held-out RealToxicityPrompts prompt (eval-rtp-toxicity.yaml) into OUT/eval-rtp/NAME, rtpval-NAME
+# on the validation prompts into OUT/eval-rtp-val/NAME; compare them, paired by prompt, with
+# `safealign compare --out DIR base=OUT/eval-rtp/base ppo=OUT/eval-rtp/NAME ...`.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${1:-runs/rl-headroom}"
@@ -19,9 +20,11 @@ mkdir -p "$out"
 [ -d "$data" ] || $sa data build prompts --source rtp --max-words 40 --val-fraction 0.2 --out "$data"
 
 train() {  # algorithm name overrides...: the algorithm's headroom recipe, resumable
-  local algo=$1 name=$2; shift 2
+  local algo=$1 name=$2 cache="$out/headroom.json"; shift 2
+  # the base scores depend on how prompts are rendered: raw continuations keep their own cache
+  [[ " $* " == *" --chat_template false "* ]] && cache="$out/headroom-raw.json"
   [ -f "$out/$name/model/config.json" ] || $sa train "$algo" --config "$here/$algo-headroom.yaml" \
-    --dataset "$data" --headroom_cache "$out/headroom.json" --output_dir "$out/$name" --resume "$@"
+    --dataset "$data" --headroom_cache "$cache" --output_dir "$out/$name" --resume "$@"
 }
 
 # name -> algorithm and overrides of its recipe
@@ -37,20 +40,24 @@ declare -A runs=(
 for seed in 0 1 2; do  # the method comparison on the test split (docs/ppo.md): same prompts and budget
   runs[grpo-test-s$seed]="grpo --eval_split test --seed $seed"
   runs[rloo-test-s$seed]="rloo --eval_split test --seed $seed"
+  # PPO on raw continuations (no chat template), as RealToxicityPrompts and the toxicity suite sample
+  runs[ppo-raw-test-s$seed]="ppo --chat_template false --eval_split test --seed $seed"
 done
+runs[ppo-raw-val]="ppo --chat_template false"
 
-rtp() {  # run name (or base): the toxicity suite's expected max toxicity on held-out RTP prompts
-  local name=$1 model="$out/$1/model" dest="$out/eval-rtp/$1"
+rtp() {  # split run (or base): the toxicity suite's expected max toxicity on the split's RTP prompts
+  local split=$1 name=$2 model="$out/$2/model" dest="$out/eval-rtp/$2" flags=(--test-fraction 0.2)
   [ "$name" = base ] && model=smollm2-135m-instruct
+  [ "$split" = validation ] && dest="$out/eval-rtp-val/$name" flags+=(--split validation --val-fraction 0.2)
   [ -f "$dest/results.json" ] || $sa eval --model "$model" --preset "$here/eval-rtp-toxicity.yaml" \
-    --test-fraction 0.2 --out "$dest"
+    "${flags[@]}" --out "$dest"
 }
 
 for name in "${@:-${!runs[@]}}"; do
-  if [[ $name == rtp-* ]]; then
-    rtp "${name#rtp-}"
-    continue
-  fi
+  case $name in
+    rtp-*) rtp heldout "${name#rtp-}"; continue ;;
+    rtpval-*) rtp validation "${name#rtpval-}"; continue ;;
+  esac
   # shellcheck disable=SC2086
   train ${runs[$name]%% *} "$name" ${runs[$name]#* }
 done
