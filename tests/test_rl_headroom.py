@@ -284,6 +284,21 @@ def test_grpo_selects_prompts_with_headroom_and_scores_heldout_like_ppo(prompts,
     assert change["n"] == grpo["eval_prompts"] == 8
     assert change["change"] == pytest.approx(grpo["eval_reward_end"] - grpo["eval_reward_start"], abs=1e-5)
     assert grpo["eval_kl_per_token_end"] > 0
+    # TRL's own evaluation is off by default: no eval_* of TRL's in the record, no eval curve
+    assert "eval_runtime" not in grpo and "eval_reward" not in grpo and record["curves"]["eval"] == []
     # the starting model's held-out samples are PPO's: same seed, prompts and sampler
     run_ppo(PPOStageConfig(**dict(TINY, **shared, rollout_batch_size=8)), tmp_path / "ppo", reward_fn=reward)
     assert stage(tmp_path / "ppo")["metrics"]["eval_reward_start"] == pytest.approx(grpo["eval_reward_start"])
+
+
+def test_trl_evaluation_is_asked_for_explicitly(prompts):
+    from alignment.stages.grpo import GRPOStageConfig
+    from alignment.stages.trl_online import shared_settings
+
+    values = dict(model="tiny-random", dataset=prompts, per_device_train_batch_size=4, num_generations=2)
+    off = shared_settings(GRPOStageConfig(**values), None)
+    assert off["eval_strategy"] == "no" and off["eval_on_start"] is False
+    on = shared_settings(GRPOStageConfig(**values, trl_evaluation=True), None)
+    assert "eval_strategy" not in on and "eval_on_start" not in on  # the shared driver's schedule stands
+    with pytest.raises(ValueError, match="trl_evaluation: true"):
+        GRPOStageConfig(**values, eval_steps=2)

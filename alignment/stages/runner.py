@@ -408,7 +408,7 @@ def _train(
         # transformers reports a loss of 0.0 for a segment that trained no step (resumed at max_steps)
         trained = state.global_step > stage_record.segment["from_step"]
         metrics = {"train_loss_segment": output.training_loss} if trained else {}
-        if data.eval is not None:
+        if trainer.eval_dataset is not None:  # GRPO and RLOO leave TRL's evaluation out by default
             metrics.update(trainer.evaluate())
         if spec.final_metrics is not None:
             metrics.update(spec.final_metrics(trainer))

@@ -59,10 +59,20 @@ class OnlineRLConfig(HeadroomConfig, StageConfig):
         default=0.0, metadata=_help("dropout on the LoRA branch (dropout is turned off)")
     )
     max_eval_samples: int | None = field(default=64, metadata=_help("held-out prompts evaluated"))
+    trl_evaluation: bool = field(
+        default=False,
+        metadata=_help(
+            "also run TRL's own evaluation (num_generations completions per held-out prompt at the start, "
+            "every eval_steps and the end; minutes on a CPU); the paired held-out reward "
+            "(metrics.eval_reward_change) is scored either way"
+        ),
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.check_headroom()
+        if self.eval_steps is not None and not self.trl_evaluation:
+            raise ValueError("eval_steps schedules TRL's own evaluation: set trl_evaluation: true with it")
         if self.num_generations < 2:
             raise ValueError(
                 f"num_generations must be at least 2 (the group is the baseline), got {self.num_generations}"
@@ -98,6 +108,7 @@ def shared_settings(cfg: OnlineRLConfig, data: StageData) -> dict[str, Any]:
         "per_device_eval_batch_size": max(cfg.per_device_eval_batch_size, cfg.num_generations)
         // cfg.num_generations
         * cfg.num_generations,
+        **({} if cfg.trl_evaluation else {"eval_strategy": "no", "eval_on_start": False}),
     }
 
 
@@ -191,7 +202,9 @@ def make_online_trainer(
         heldout.start(ctx, eval_ds, reward)
     trainer = trainer_cls(
         **ctx.trainer_kwargs(
-            reward_funcs=[guarded_reward(reward)], train_dataset=shaped["train"], eval_dataset=eval_ds
+            reward_funcs=[guarded_reward(reward)],
+            train_dataset=shaped["train"],
+            eval_dataset=eval_ds if cfg.trl_evaluation else None,
         )
     )
     if getattr(trainer, "ref_model", None) is not None and ctx.source.kind == "adapter":
