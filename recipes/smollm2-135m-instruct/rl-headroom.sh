@@ -7,7 +7,8 @@
 # Needs SAFEALIGN_DATA_DIR; OUT defaults to runs/rl-headroom; RUN names the runs below (default: all
 # training runs). rtp-NAME scores run NAME's model (rtp-base: the starting model) with the toxicity suite
 # on every held-out RealToxicityPrompts prompt (eval-rtp-toxicity.yaml) into OUT/eval-rtp/NAME, rtpval-NAME
-# on the validation prompts into OUT/eval-rtp-val/NAME; compare them, paired by prompt, with
+# on the validation prompts into OUT/eval-rtp-val/NAME, keep-NAME the retention suites (perplexity,
+# HellaSwag, TruthfulQA) into OUT/eval-keep/NAME; compare them with the base, paired by item, with
 # `safealign compare --out DIR base=OUT/eval-rtp/base ppo=OUT/eval-rtp/NAME ...`.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -53,10 +54,18 @@ rtp() {  # split run (or base): the toxicity suite's expected max toxicity on th
     "${flags[@]}" --out "$dest"
 }
 
+keep() {  # run name (or base): the retention suites at the default pipeline's sizes (docs/metrics.md)
+  local name=$1 model="$out/$1/model" dest="$out/eval-keep/$1"
+  [ "$name" = base ] && model=smollm2-135m-instruct
+  [ -f "$dest/results.json" ] || $sa eval --model "$model" --preset pipeline \
+    --suites perplexity hellaswag truthfulqa_mc --test-fraction 0.2 --out "$dest"
+}
+
 for name in "${@:-${!runs[@]}}"; do
   case $name in
     rtp-*) rtp heldout "${name#rtp-}"; continue ;;
     rtpval-*) rtp validation "${name#rtpval-}"; continue ;;
+    keep-*) keep "${name#keep-}"; continue ;;
   esac
   # shellcheck disable=SC2086
   train ${runs[$name]%% *} "$name" ${runs[$name]#* }
