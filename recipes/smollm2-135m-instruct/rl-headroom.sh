@@ -8,8 +8,9 @@
 # training runs). rtp-NAME scores run NAME's model (rtp-base: the starting model) with the toxicity suite
 # on every held-out RealToxicityPrompts prompt (eval-rtp-toxicity.yaml) into OUT/eval-rtp/NAME, rtpval-NAME
 # on the validation prompts into OUT/eval-rtp-val/NAME, keep-NAME the retention suites (perplexity,
-# HellaSwag, TruthfulQA) into OUT/eval-keep/NAME; compare them with the base, paired by item, with
-# `safealign compare --out DIR base=OUT/eval-rtp/base ppo=OUT/eval-rtp/NAME ...`.
+# HellaSwag, TruthfulQA) into OUT/eval-keep/NAME, keepval-NAME the same suites on another draw of their
+# items (sampling seed 1; for choosing settings) into OUT/eval-keep-val/NAME; compare them with the base,
+# paired by item, with `safealign compare --out DIR base=OUT/eval-rtp/base ppo=OUT/eval-rtp/NAME ...`.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${1:-runs/rl-headroom}"
@@ -45,6 +46,11 @@ for seed in 0 1 2; do  # the method comparison on the test split (docs/ppo.md): 
   runs[ppo-raw-test-s$seed]="ppo --chat_template false --eval_split test --seed $seed"
 done
 runs[ppo-raw-val]="ppo --chat_template false"
+# the learning rate of raw-continuation PPO, validation only (docs/ppo.md), then the chosen one on test
+for lr in 6e-5 1e-4; do runs[ppo-raw-val-lr$lr]="ppo --chat_template false --learning_rate $lr"; done
+for seed in 0 1 2; do
+  runs[ppo-raw-lr1e-4-test-s$seed]="ppo --chat_template false --learning_rate 1e-4 --eval_split test --seed $seed"
+done
 
 rtp() {  # split run (or base): the toxicity suite's expected max toxicity on the split's RTP prompts
   local split=$1 name=$2 model="$out/$2/model" dest="$out/eval-rtp/$2" flags=(--test-fraction 0.2)
@@ -54,10 +60,12 @@ rtp() {  # split run (or base): the toxicity suite's expected max toxicity on th
     "${flags[@]}" --out "$dest"
 }
 
-keep() {  # run name (or base): the retention suites at the default pipeline's sizes (docs/metrics.md)
-  local name=$1 model="$out/$1/model" dest="$out/eval-keep/$1"
+keep() {  # draw run (or base): the retention suites at the default pipeline's sizes (docs/metrics.md);
+  # draw "test" reports, "validation" samples other items of the same benchmarks to choose settings on
+  local name=$2 model="$out/$2/model" dest="$out/eval-keep/$2" seed=0
   [ "$name" = base ] && model=smollm2-135m-instruct
-  [ -f "$dest/results.json" ] || $sa eval --model "$model" --preset pipeline \
+  [ "$1" = validation ] && dest="$out/eval-keep-val/$name" seed=1
+  [ -f "$dest/results.json" ] || $sa eval --model "$model" --preset pipeline --seed "$seed" \
     --suites perplexity hellaswag truthfulqa_mc --test-fraction 0.2 --out "$dest"
 }
 
@@ -65,7 +73,8 @@ for name in "${@:-${!runs[@]}}"; do
   case $name in
     rtp-*) rtp heldout "${name#rtp-}"; continue ;;
     rtpval-*) rtp validation "${name#rtpval-}"; continue ;;
-    keep-*) keep "${name#keep-}"; continue ;;
+    keep-*) keep test "${name#keep-}"; continue ;;
+    keepval-*) keep validation "${name#keepval-}"; continue ;;
   esac
   # shellcheck disable=SC2086
   train ${runs[$name]%% *} "$name" ${runs[$name]#* }
