@@ -48,6 +48,10 @@ done
 runs[ppo-raw-val]="ppo --chat_template false"
 # the learning rate of raw-continuation PPO, validation only (docs/ppo.md), then the chosen one on test
 for lr in 6e-5 1e-4; do runs[ppo-raw-val-lr$lr]="ppo --chat_template false --learning_rate $lr"; done
+# LoRA on every linear layer (rank 16), saved merged, at learning rates about ten times full fine-tuning's
+for lr in 5e-4 1e-3; do
+  runs[ppo-raw-val-lora-lr$lr]="ppo --chat_template false --adapter lora --merge_adapter true --learning_rate $lr"
+done
 for seed in 0 1 2; do
   runs[ppo-raw-lr1e-4-test-s$seed]="ppo --chat_template false --learning_rate 1e-4 --eval_split test --seed $seed"
 done
