@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from ppo_support import space_share, write_prompts
+from stages_support import save_splits
 
 from alignment.errors import SafealignError
 from alignment.stages.ppo import PPOStageConfig, run_ppo
@@ -97,6 +98,53 @@ def test_large_kl_coefficient_keeps_policy_near_reference(toy_runs):
     assert small_end > 0.5, "the weakly penalised policy should drift from the reference"
     assert large_end < small_end / 3, f"large beta KL {large_end:.3f} vs small beta KL {small_end:.3f}"
     assert large_end < 0.5
+
+
+def anchor_nll(model_dir: str, prompts: list[str], seed: int = 0) -> float:
+    """Mean token NLL, under ``model_dir``'s model, of tiny-random's own sampled continuations of
+    ``prompts`` as chat user turns, as the stage renders them (plain transformers calls, not the stage's
+    code)."""
+    from alignment.models import load_model
+
+    reference, tokenizer = load_model("tiny-random", device="cpu")
+    model, _ = load_model(model_dir, device="cpu")
+    torch.manual_seed(seed)
+    total, count = 0.0, 0
+    for text in prompts:
+        chat = [{"role": "user", "content": text}]
+        ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_tensors="pt")
+        ids = ids if isinstance(ids, torch.Tensor) else ids["input_ids"]
+        with torch.no_grad():
+            full = reference.generate(ids, do_sample=True, top_k=0, max_new_tokens=8, pad_token_id=0)
+            logits = model(full).logits[0, ids.shape[1] - 1 : -1]
+        targets = full[0, ids.shape[1] :]
+        total -= torch.log_softmax(logits.float(), -1).gather(1, targets[:, None]).sum().item()
+        count += len(targets)
+    return total / count
+
+
+@pytest.mark.slow
+def test_ptx_anchor_keeps_language_modelling_on_the_anchor_prompts(prompts, toy_runs, tmp_path):
+    def neutral(i: int) -> dict:
+        return {"prompt": f"The weather in town {i} was", "source": "toy"}
+
+    anchor_data = save_splits(tmp_path / "anchor", neutral, 24, 4)
+    out = tmp_path / "ptx"
+    cfg = dict(TOY, dataset=prompts, max_steps=30, ptx_coef=1.0, ptx_dataset=str(anchor_data))
+    run_ppo(PPOStageConfig(**cfg), out, reward_fn=space_share)
+    record = stage(out)
+    assert record["ptx"] == {"prompts": 24, "dropped_too_long": 0}
+    losses = curve(out, "ptx_loss")
+    assert len(losses) == 30 and all(math.isfinite(x) for x in losses)
+    assert "ptx_loss" not in stage(toy_runs["small_kl"])["curves"]["train"][-1]
+    texts = [f"The weather in town {100 + i} was" for i in range(12)]  # not among the anchor prompts
+    free = anchor_nll(str(toy_runs["small_kl"] / "model"), texts)
+    anchored = anchor_nll(str(out / "model"), texts)
+    start = anchor_nll("tiny-random", texts)
+    # the same toy run without the anchor drifts on ordinary continuations; the anchored one stays close
+    assert anchored < free - 0.1, f"anchored NLL {anchored:.3f} vs free {free:.3f} (reference {start:.3f})"
+    rewards = curve(out, "reward")
+    assert sum(rewards[-5:]) / 5 > sum(rewards[:5]) / 5 + 0.03, "the anchored run still learns the reward"
 
 
 @pytest.mark.slow
@@ -235,6 +283,9 @@ def test_kl_ceiling_stops_the_run(prompts, tmp_path):
         ({"kl_estimator": "k9"}, "kl_estimator"),
         ({"max_new_tokens": 200}, "below max_length"),
         ({"trl_args": {"beta": 0.1}}, "trl_args does not apply"),
+        ({"ptx_coef": 0.5}, "needs ptx_dataset"),
+        ({"ptx_coef": -1.0, "ptx_dataset": "x"}, "ptx_coef must be >= 0"),
+        ({"ptx_batch_size": 0}, "ptx_batch_size must be at least 1"),
     ],
 )
 def test_config_validation(change, message):

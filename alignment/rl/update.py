@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from alignment.rl.advantages import gae, masked_mean, whiten
+from alignment.rl.anchor import Anchor, anchor_nll
 from alignment.rl.kl import KLEstimator, kl_per_token
 from alignment.rl.losses import (
     PolicyLoss,
@@ -96,6 +97,8 @@ def ppo_update(
     no_sync: Callable[[], AbstractContextManager] | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     critic_only: Sequence[torch.nn.Parameter] | None = None,
+    anchor: Anchor | None = None,
+    ptx_coef: float = 0.0,
 ) -> dict[str, float]:
     """Compute advantages and run ``hp.ppo_epochs`` epochs of minibatch updates; return step statistics.
 
@@ -109,6 +112,11 @@ def ppo_update(
     ``critic_only`` (the policy's parameters) makes this a value warm-up iteration: the loss is the value
     loss alone and the gradients of those parameters are dropped before clipping, so only the value
     head moves (AdamW skips parameters without a gradient).
+
+    ``anchor`` with ``ptx_coef`` > 0 adds ``ptx_coef`` times the policy's mean token NLL on anchor
+    continuations to every optimiser step (PPO-ptx, :mod:`alignment.rl.anchor`), each step its own
+    equal share of ``anchor``'s rows (fresh reference samples: a step never revisits another's); logged
+    as ``ptx_loss``.
     """
     mask = rollouts.response_mask
     rewards, kl = token_rewards(
@@ -126,6 +134,11 @@ def ppo_update(
 
     names = ("policy_loss", "value_loss", "clip_fraction", "value_clip_fraction", "approx_kl", "ratio")
     log: dict[str, list[float]] = {name: [] for name in (*names, "grad_norm")}
+    ptx = anchor is not None and ptx_coef > 0 and critic_only is None
+    if ptx:
+        log["ptx_loss"] = []
+        steps = hp.ppo_epochs * math.ceil(rollouts.query_ids.shape[0] / hp.mini_batch_size)
+        anchor_rows = torch.arange(anchor.query_ids.shape[0], device=mask.device).tensor_split(steps)
     batch_size = rollouts.query_ids.shape[0]
     for _ in range(hp.ppo_epochs):
         order = torch.randperm(batch_size, generator=generator).to(mask.device)
@@ -135,6 +148,12 @@ def ppo_update(
             micro_batches = minibatch.split(hp.micro_batch_size)
             totals = dict.fromkeys(names, 0.0)
             optimizer.zero_grad(set_to_none=True)
+            if ptx:  # first, so that the last PPO micro-batch is the one that synchronises gradients
+                log["ptx_loss"].append(
+                    _anchor_backward(
+                        model, anchor, anchor_rows[len(log["grad_norm"])], ptx_coef, hp, backward, no_sync
+                    )
+                )
             for j, idx in enumerate(micro_batches):
                 sync = no_sync is None or j == len(micro_batches) - 1
                 with nullcontext() if sync else no_sync():
@@ -181,6 +200,30 @@ def ppo_update(
         value_mean=masked_mean(rollouts.values, mask).item(),
     )
     return stats
+
+
+def _anchor_backward(
+    model: torch.nn.Module,
+    anchor: Anchor,
+    rows: torch.Tensor,
+    ptx_coef: float,
+    hp: PPOHyperparameters,
+    backward: Callable[[torch.Tensor], None],
+    no_sync: Callable[[], AbstractContextManager] | None,
+) -> float:
+    """Backward ``ptx_coef`` x the token-mean NLL of the anchor ``rows``, in micro-batches weighted by
+    their token counts (without synchronising gradients); returns that NLL."""
+    tokens = anchor.response_mask[rows].sum().clamp(min=1)
+    total = 0.0
+    for idx in rows.split(hp.micro_batch_size):
+        with nullcontext() if no_sync is None else no_sync():
+            weight = anchor.response_mask[idx].sum() / tokens
+            nll = anchor_nll(model, anchor, idx)
+            if not torch.isfinite(nll):
+                raise GuardTripped(f"the anchor (ptx) loss is not finite ({nll.item()})")
+            backward(ptx_coef * weight * nll)
+        total += (weight * nll).item()
+    return total
 
 
 def _micro_batch_losses(

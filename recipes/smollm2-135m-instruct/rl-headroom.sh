@@ -20,6 +20,9 @@ data="$out/data/prompts-rtp"
 mkdir -p "$out"
 # RealToxicityPrompts only, 20% test and 20% validation groups (the validation side chooses settings).
 [ -d "$data" ] || $sa data build prompts --source rtp --max-words 40 --val-fraction 0.2 --out "$data"
+# BOLD's Wikipedia sentence starts: neutral prompts whose reference continuations anchor PPO-ptx runs
+anchor="$out/data/prompts-bold"
+[ -d "$anchor" ] || $sa data build prompts --source bold --out "$anchor"
 
 train() {  # algorithm name overrides...: the algorithm's headroom recipe, resumable
   local algo=$1 name=$2 cache="$out/headroom.json"; shift 2
@@ -50,6 +53,10 @@ runs[ppo-raw-val]="ppo --chat_template false"
 for lr in 6e-5 1e-4; do runs[ppo-raw-val-lr$lr]="ppo --chat_template false --learning_rate $lr"; done
 # a binding KL penalty at the largest learning rate (the recipe's 0.05 costs about 0.2 of a reward sd)
 for kl in 0.2 0.5; do runs[ppo-raw-val-lr1e-4-kl$kl]="ppo --chat_template false --learning_rate 1e-4 --kl_coef $kl"; done
+# PPO-ptx: the reference's continuations of BOLD prompts hold ordinary language modelling in place
+for ptx in 1 4; do
+  runs[ppo-raw-val-lr1e-4-ptx$ptx]="ppo --chat_template false --learning_rate 1e-4 --ptx_coef $ptx --ptx_dataset $anchor"
+done
 # LoRA on every linear layer (rank 16), saved merged, at learning rates about ten times full fine-tuning's
 for lr in 5e-4 1e-3; do
   runs[ppo-raw-val-lora-lr$lr]="ppo --chat_template false --adapter lora --merge_adapter true --learning_rate $lr"

@@ -83,6 +83,27 @@ class PPOStageConfig(HeadroomConfig, StageConfig):
         ),
     )
     max_grad_norm: float = field(default=1.0, metadata=_help("gradient clipping norm"))
+    ptx_coef: float = field(
+        default=0.0,
+        metadata=_help(
+            "PPO-ptx: add this times the policy's mean token NLL on the reference model's fresh "
+            "continuations of ptx_dataset's prompts to every optimiser step, which keeps ordinary language "
+            "modelling where the reference had it (docs/ppo.md); 0: off"
+        ),
+    )
+    ptx_dataset: str | None = field(
+        default=None,
+        metadata=_help(
+            "built prompt dataset (or builder spec) whose train prompts anchor the policy when ptx_coef > 0; "
+            "neutral text, never an evaluation's items"
+        ),
+    )
+    ptx_samples: int = field(
+        default=256, metadata=_help("anchor prompts drawn (seeded) from ptx_dataset's train split")
+    )
+    ptx_batch_size: int = field(
+        default=16, metadata=_help("anchor continuations per optimiser step, sampled afresh for each step")
+    )
     missing_eos_penalty: float | None = field(
         default=None, metadata=_help("subtract this from the reward of completions that never end")
     )
@@ -153,6 +174,15 @@ class PPOStageConfig(HeadroomConfig, StageConfig):
             raise ValueError(f"value_head_learning_rate must be > 0, got {self.value_head_learning_rate}")
         if self.kl_horizon <= 0:
             raise ValueError(f"kl_horizon must be > 0, got {self.kl_horizon}")
+        if self.ptx_coef < 0:
+            raise ValueError(f"ptx_coef must be >= 0, got {self.ptx_coef}")
+        if self.ptx_coef > 0 and not self.ptx_dataset:
+            raise ValueError(
+                "ptx_coef > 0 needs ptx_dataset: the prompts whose continuations anchor the policy"
+            )
+        for name in ("ptx_samples", "ptx_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.reward not in (None, ""):  # names and keys now, so a typo fails before any output
             from alignment.errors import SafealignError
             from reward.registry import check_reward_spec

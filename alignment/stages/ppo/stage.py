@@ -15,6 +15,7 @@ from alignment.rl.prompts import PromptSet, encode_prompts
 from alignment.rl.rollout import RewardFn
 from alignment.rl.update import GuardTripped
 from alignment.stages.common import choose_precision, resolve_input_model
+from alignment.stages.data import load_stage_data
 from alignment.stages.ppo.checkpoint import save_final
 from alignment.stages.ppo.config import PPOStageConfig
 from alignment.stages.ppo.models import eos_token_ids, load_models
@@ -50,6 +51,30 @@ def _load_prompts(
     if heldout is not None:
         info.update(eval_prompts=len(heldout), eval_dropped_too_long=heldout.dropped)
     return train, (heldout if heldout is not None and len(heldout) else None), info
+
+
+def _load_anchor_prompts(cfg: PPOStageConfig, sd: StageDir, tokenizer: Any) -> PromptSet | None:
+    """``ptx_samples`` train prompts of ``ptx_dataset``, rendered like the RL prompts (None when PPO-ptx
+    is off)."""
+    if cfg.ptx_coef <= 0:
+        return None
+    data = load_stage_data(
+        str(cfg.ptx_dataset),
+        "prompt",
+        eval_split=None,
+        max_train_samples=cfg.ptx_samples,
+        seed=cfg.seed,
+        build_dir=sd.root / "ptx_dataset",
+    )
+    limit = cfg.max_length - cfg.max_new_tokens
+    encode = dict(max_prompt_tokens=limit, system=cfg.system_prompt, chat=cfg.chat_template)
+    prompts = encode_prompts(tokenizer, list(data.train), **encode)
+    if not len(prompts):
+        raise SafealignError(
+            f"ptx_dataset {cfg.ptx_dataset}: every prompt is longer than max_length - max_new_tokens = "
+            f"{limit} tokens"
+        )
+    return prompts
 
 
 def _with_headroom(
@@ -167,10 +192,12 @@ def _run_locked(
 
     def load_on_main() -> bool:
         loaded["data"] = _load_prompts(cfg, sd, models.tokenizer)
+        loaded["anchor"] = _load_anchor_prompts(cfg, sd, models.tokenizer)
         return True
 
     broadcast_from_main(load_on_main, accelerator.state)  # a builder spec is built once, by the main process
     train, heldout, data_info = loaded["data"] if is_main else _load_prompts(cfg, sd, models.tokenizer)
+    anchor_prompts = loaded["anchor"] if is_main else _load_anchor_prompts(cfg, sd, models.tokenizer)
     if decision.clear and is_main:
         sd.clear()
     if cfg.headroom_quantile is not None:
@@ -203,6 +230,11 @@ def _run_locked(
             trainer.resume(decision.checkpoint)
         stage_record.segment["from_step"] = trainer.step
         trainer.prepare()
+        if anchor_prompts is not None:
+            trainer.anchor_prompts = anchor_prompts
+            stage_record.save(
+                ptx={"prompts": len(anchor_prompts), "dropped_too_long": anchor_prompts.dropped}
+            )
         if trackers:
             accelerator.init_trackers(sd.root.name, config={k: str(v) for k, v in cfg.to_dict().items()})
         try:

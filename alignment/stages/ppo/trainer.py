@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from alignment.rl.advantages import ScoreNormalizer
+from alignment.rl.anchor import Anchor, sample_anchor
 from alignment.rl.kl import KLController
 from alignment.rl.prompts import PromptSet, batch_indices
 from alignment.rl.rollout import RewardFn, reward_label
@@ -86,6 +87,7 @@ class PPOTrainer:
         self.heldout_base: list[float] = []  # per-prompt held-out reward of the starting policy (step 0)
         self.heldout_last: list[float] = []  # the same at the latest evaluation
         self.early_stop: dict[str, Any] | None = None
+        self.anchor_prompts: PromptSet | None = None  # PPO-ptx: the pool the reference continues
         self.model = models.policy  # the module the updates run through (DDP-wrapped after prepare)
 
     def resume(self, checkpoint: Path) -> None:
@@ -124,6 +126,28 @@ class PPOTrainer:
         self.models.policy.eval()
         return collect(self.models, acc, self.cfg, self.reward, self.eos_ids, prompts, token_ids, columns)
 
+    def anchor(self) -> Anchor | None:
+        """PPO-ptx: the reference's fresh continuations of ``ptx_batch_size`` anchor prompts for each of this
+        iteration's optimiser steps (drawn with replacement, seeded by ``(seed, step, process)``), or None
+        when off."""
+        if self.anchor_prompts is None:
+            return None
+        hp = self.hp
+        steps = hp.ppo_epochs * math.ceil(self.cfg.rollout_batch_size / hp.mini_batch_size)
+        draw = torch.Generator().manual_seed(self._seed(self.step) + 1)
+        count = steps * self.cfg.ptx_batch_size
+        rows = torch.randint(len(self.anchor_prompts), (count,), generator=draw).tolist()
+        _, token_ids, _ = self.anchor_prompts.select(rows)
+        with torch.no_grad(), self.accelerator.autocast(), self.models.reference_lm() as reference:
+            return sample_anchor(
+                reference,
+                token_ids,
+                max_new_tokens=self.cfg.max_new_tokens,
+                eos_token_ids=self.eos_ids,
+                pad_token_id=self.models.tokenizer.pad_token_id,
+                device=self.accelerator.device,
+            )
+
     def check_guards(self, sampled: Sampled) -> float:
         """Raise :class:`GuardTripped` for non-finite rewards or a KL above the ceiling (before updating);
         return the batch's mean KL per completion."""
@@ -155,8 +179,9 @@ class PPOTrainer:
         if not params_finite(policy) or not outputs_finite(policy.policy, probe_ids(self.models.tokenizer)):
             raise GuardTripped(f"the weights are not finite after step {self.step + 1}; lower learning_rate")
 
-    def update(self, sampled: Sampled) -> dict[str, Any]:
-        """PPO epochs on the rollouts; returns the logged row of this iteration."""
+    def update(self, sampled: Sampled, anchor: Anchor | None = None) -> dict[str, Any]:
+        """PPO epochs on the rollouts (plus the PPO-ptx loss on ``anchor``); returns the logged row of this
+        iteration."""
         acc = self.accelerator
         generator = torch.Generator().manual_seed(self._seed(self.step))
         self.models.policy.train()
@@ -176,6 +201,8 @@ class PPOTrainer:
             no_sync=(lambda: acc.no_sync(self.model)) if acc.num_processes > 1 else None,
             scheduler=self.scheduler,
             critic_only=self.trunk if warming_up else None,
+            anchor=anchor,
+            ptx_coef=self.cfg.ptx_coef,
         )
         mask = r.response_mask.float()
         raw = torch.tensor(sampled.raw_scores)
@@ -284,7 +311,7 @@ class PPOTrainer:
                 if cfg.kl_stop is not None and kl > cfg.kl_stop:
                     self.stop_early(kl, console)
                     break
-                row = self.update(sampled)
+                row = self.update(sampled, self.anchor())
                 self.check_weights()
                 self.step += 1
                 self.step_times.append(time.perf_counter() - started)
