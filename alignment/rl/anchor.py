@@ -19,8 +19,7 @@ from typing import Any
 import torch
 
 from alignment.rl.losses import logprobs_from_logits
-from alignment.rl.prompts import left_pad
-from alignment.rl.rollout import policy_forward, response_mask, sample_responses
+from alignment.rl.rollout import policy_forward, sample_padded
 
 
 @dataclass
@@ -33,7 +32,6 @@ class Anchor:
     response_mask: torch.Tensor
 
 
-@torch.no_grad()
 def sample_anchor(
     reference: Any,
     token_ids: Sequence[Sequence[int]],
@@ -45,17 +43,16 @@ def sample_anchor(
 ) -> Anchor:
     """One continuation per prompt from ``reference`` at temperature 1, with no top-k or top-p (the loss
     then estimates the KL from the reference)."""
-    query_ids, query_mask = (t.to(device) for t in left_pad(token_ids, pad_token_id))
-    responses = sample_responses(
+    query_ids, query_mask, responses, mask, _ = sample_padded(
         reference,
-        query_ids,
-        query_mask,
+        token_ids,
         max_new_tokens=max_new_tokens,
         temperature=1.0,
         eos_token_ids=eos_token_ids,
         pad_token_id=pad_token_id,
+        device=device,
     )
-    return Anchor(query_ids, query_mask, responses, response_mask(responses, eos_token_ids)[0])
+    return Anchor(query_ids, query_mask, responses, mask)
 
 
 def anchor_nll(model: Any, anchor: Anchor, idx: torch.Tensor) -> torch.Tensor:

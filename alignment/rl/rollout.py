@@ -114,6 +114,33 @@ def sample_responses(
     return output[:, query_ids.shape[1] :]
 
 
+@torch.no_grad()
+def sample_padded(
+    lm: Any,
+    token_ids: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    eos_token_ids: Sequence[int],
+    pad_token_id: int,
+    device: Any,
+) -> tuple[torch.Tensor, ...]:
+    """Left-pad the prompts and sample one completion each (:func:`sample_responses`): ``(query_ids,
+    query_mask, response_ids, response_mask, ended)``, the responses padded after their first EOS."""
+    query_ids, query_mask = (t.to(device) for t in left_pad(token_ids, pad_token_id))
+    responses = sample_responses(
+        lm,
+        query_ids,
+        query_mask,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        eos_token_ids=eos_token_ids,
+        pad_token_id=pad_token_id,
+    )
+    mask, ended = response_mask(responses, eos_token_ids)
+    return query_ids, query_mask, responses.masked_fill(mask == 0, pad_token_id), mask, ended
+
+
 @dataclass
 class Completions:
     """Sampled and scored completions of a batch of prompts (responses padded after their first EOS)."""
@@ -143,18 +170,15 @@ def sample_and_score(
 ) -> Completions:
     """Sample one completion per prompt from ``lm`` (see :func:`sample_responses`), decode and score it."""
     pad = tokenizer.pad_token_id
-    query_ids, query_mask = (t.to(device) for t in left_pad(token_ids, pad))
-    responses = sample_responses(
+    query_ids, query_mask, responses, mask, ended = sample_padded(
         lm,
-        query_ids,
-        query_mask,
+        token_ids,
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         eos_token_ids=eos_token_ids,
         pad_token_id=pad,
+        device=device,
     )
-    mask, ended = response_mask(responses, eos_token_ids)
-    responses = responses.masked_fill(mask == 0, pad)
     completion_ids = [row[m.bool()].tolist() for row, m in zip(responses, mask, strict=True)]
     texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
     completions: list[Any] = [

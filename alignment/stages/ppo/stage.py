@@ -38,15 +38,13 @@ def _load_prompts(
     cfg: PPOStageConfig, sd: StageDir, tokenizer: Any
 ) -> tuple[PromptSet, PromptSet | None, dict]:
     data = load_config_data(cfg, "prompt", sd)
-    limit = cfg.max_length - cfg.max_new_tokens
-    encode = dict(max_prompt_tokens=limit, system=cfg.system_prompt, chat=cfg.chat_template)
-    train = encode_prompts(tokenizer, list(data.train), **encode)
-    if not len(train):
-        raise SafealignError(
-            f"{cfg.dataset}: every prompt is longer than max_length - max_new_tokens = {limit} tokens; "
-            "raise max_length or lower max_new_tokens"
+    train = _encode_train(cfg, tokenizer, list(data.train), str(cfg.dataset))
+    heldout = None
+    if data.eval is not None:
+        limit, system, chat = cfg.max_length - cfg.max_new_tokens, cfg.system_prompt, cfg.chat_template
+        heldout = encode_prompts(
+            tokenizer, list(data.eval), max_prompt_tokens=limit, system=system, chat=chat
         )
-    heldout = encode_prompts(tokenizer, list(data.eval), **encode) if data.eval is not None else None
     info = dict(data.info, train_prompts=len(train), train_dropped_too_long=train.dropped)
     if heldout is not None:
         info.update(eval_prompts=len(heldout), eval_dropped_too_long=heldout.dropped)
@@ -66,13 +64,19 @@ def _load_anchor_prompts(cfg: PPOStageConfig, sd: StageDir, tokenizer: Any) -> P
         seed=cfg.seed,
         build_dir=sd.root / "ptx_dataset",
     )
+    return _encode_train(cfg, tokenizer, list(data.train), f"ptx_dataset {cfg.ptx_dataset}")
+
+
+def _encode_train(cfg: PPOStageConfig, tokenizer: Any, rows: list[dict], name: str) -> PromptSet:
+    """Render and tokenize training prompts as the stage samples them; an error when none fits."""
     limit = cfg.max_length - cfg.max_new_tokens
-    encode = dict(max_prompt_tokens=limit, system=cfg.system_prompt, chat=cfg.chat_template)
-    prompts = encode_prompts(tokenizer, list(data.train), **encode)
+    prompts = encode_prompts(
+        tokenizer, rows, max_prompt_tokens=limit, system=cfg.system_prompt, chat=cfg.chat_template
+    )
     if not len(prompts):
         raise SafealignError(
-            f"ptx_dataset {cfg.ptx_dataset}: every prompt is longer than max_length - max_new_tokens = "
-            f"{limit} tokens"
+            f"{name}: every prompt is longer than max_length - max_new_tokens = {limit} tokens; "
+            "raise max_length or lower max_new_tokens"
         )
     return prompts
 
