@@ -129,8 +129,8 @@ class PPOTrainer:
     def anchor(self) -> Anchor | None:
         """PPO-ptx: the reference's fresh continuations of ``ptx_batch_size`` anchor prompts for each of this
         iteration's optimiser steps (drawn with replacement, seeded by ``(seed, step, process)``), or None
-        when off."""
-        if self.anchor_prompts is None:
+        when off or while only the value head trains."""
+        if self.anchor_prompts is None or self.step < self.cfg.value_warmup_steps:
             return None
         hp = self.hp
         steps = hp.ppo_epochs * math.ceil(self.cfg.rollout_batch_size / hp.mini_batch_size)
