@@ -77,3 +77,29 @@ def test_console_script_exit_code_and_no_traceback():
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "unknown model alias 'nope'" in proc.stderr
+
+
+def test_a_full_disk_is_one_line_naming_the_file(cli, monkeypatch):
+    import errno
+
+    from alignment.cli import env_cmd
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "/runs/sft/model.safetensors")
+
+    monkeypatch.setattr(env_cmd, "run", full)
+    result = cli("env")
+    lines = result.err.strip().splitlines()
+    assert result.code == 1 and len(lines) == 1
+    assert "out of disk space" in lines[0] and "/runs/sft/model.safetensors" in lines[0]
+
+
+def test_other_os_errors_are_not_reported_as_a_full_disk(cli, monkeypatch):
+    from alignment.cli import env_cmd
+
+    def missing(args):
+        raise FileNotFoundError("gone")
+
+    monkeypatch.setattr(env_cmd, "run", missing)
+    with pytest.raises(FileNotFoundError):
+        cli("env")

@@ -2,12 +2,14 @@
 
 Each command module exposes ``register(subparsers)``, which adds its parser and sets ``func`` (a
 callable taking the parsed namespace and returning an exit code). Errors of type
-:class:`~alignment.errors.SafealignError` print one line and exit with code 2.
+:class:`~alignment.errors.SafealignError` print one line and exit with code 2; a full disk prints one
+line and exits with code 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import signal
@@ -76,9 +78,29 @@ def main(argv: list[str] | None = None) -> int:
         return fail("interrupted (SIGTERM); a training run continues with --resume", 128 + signal.SIGTERM)
     except KeyboardInterrupt:
         return fail("interrupted; a training run continues with --resume", 130)
+    except Exception as exc:
+        if not out_of_space(exc):
+            raise
+        return fail(f"out of disk space: {exc}; free some and rerun the command, finished work is kept", 1)
     finally:
         _on_sigterm(previous)
         close_process_group()
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Whether ``exc`` is a full disk: an ``OSError`` with ``ENOSPC``, or a library's own error that
+    reports one (safetensors raises its ``SafetensorError`` with the OS message).
+
+    >>> out_of_space(OSError(errno.ENOSPC, "No space left on device", "model.safetensors"))
+    True
+    >>> out_of_space(RuntimeError("I/O error: No space left on device (os error 28)"))
+    True
+    >>> out_of_space(OSError(errno.ENOENT, "No such file or directory"))
+    False
+    """
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    return "No space left on device" in str(exc)
 
 
 class Terminated(KeyboardInterrupt):
