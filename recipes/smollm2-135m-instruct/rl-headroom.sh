@@ -61,8 +61,9 @@ done
 for lr in 5e-4 1e-3; do
   runs[ppo-raw-val-lora-lr$lr]="ppo --chat_template false --adapter lora --merge_adapter true --learning_rate $lr"
 done
+# the setting chosen on validation (docs/ppo.md, "PPO-ptx"), on the test split with three seeds
 for seed in 0 1 2; do
-  runs[ppo-raw-lr1e-4-test-s$seed]="ppo --chat_template false --learning_rate 1e-4 --eval_split test --seed $seed"
+  runs[ppo-raw-lr1e-4-ptx1-test-s$seed]="ppo --chat_template false --learning_rate 1e-4 --ptx_coef 1 --ptx_dataset $anchor --eval_split test --seed $seed"
 done
 
 rtp() {  # split run (or base): the toxicity suite's expected max toxicity on the split's RTP prompts
