@@ -87,6 +87,10 @@ PIPELINE_EVAL_KEYS = {
 }
 
 
+# Stage config keys that, like a stage's `dataset`, may name a key of `data` (its built directory is passed)
+DATA_REFERENCES = ("ptx_dataset",)
+
+
 @dataclass
 class StagePlan:
     """One training stage of the pipeline."""
@@ -200,11 +204,14 @@ def parse_pipeline(raw: dict[str, Any], source: str) -> PipelineConfig:
         if not isinstance(spec, dict):
             raise SafealignError(f"{source}:data.{key}: expected a mapping of build options")
     for stage in stages:
-        if stage.dataset and stage.dataset not in data and not Path(stage.dataset).exists():
-            raise SafealignError(
-                f"{source}:stages.{stage.name}: dataset {stage.dataset!r} is neither a key of 'data' "
-                f"({', '.join(data) or 'none'}) nor an existing directory"
-            )
+        named = {"dataset": stage.dataset, **{k: stage.config.get(k) for k in DATA_REFERENCES}}
+        for key, value in named.items():
+            if value and value not in data and not Path(str(value)).exists():
+                where = "dataset" if key == "dataset" else f"config.{key}"
+                raise SafealignError(
+                    f"{source}:stages.{stage.name}.{where}: {value!r} is neither a key of 'data' "
+                    f"({', '.join(data) or 'none'}) nor an existing directory"
+                )
     return PipelineConfig(**top, stages=stages, baselines=baselines, **sections)
 
 
@@ -452,10 +459,22 @@ class Pipeline:
 
     def dataset_path(self, stage: StagePlan) -> tuple[str, str]:
         """(path, fingerprint) of a stage's dataset."""
-        if stage.dataset in self.datasets:
-            info = self.datasets[stage.dataset]
+        return self.data_path(stage.dataset)
+
+    def data_path(self, name: str) -> tuple[str, str]:
+        """(path, fingerprint) of a key of `data` (its built directory; planned, before the build), or of
+        a directory given as it is."""
+        if name in self.datasets:
+            info = self.datasets[name]
             return info["path"], info["fingerprint"]
-        return stage.dataset, sha256_json(stage.dataset)
+        if name in self.cfg.data:
+            return str(self.run_dir / "data" / name), ""
+        return name, sha256_json(name)
+
+    def data_references(self, stage: StagePlan) -> dict[str, tuple[str, str]]:
+        """The stage config's other datasets (:data:`DATA_REFERENCES`) that are set: key -> (path,
+        fingerprint)."""
+        return {k: self.data_path(str(stage.config[k])) for k in DATA_REFERENCES if stage.config.get(k)}
 
     # -- child steps --------------------------------------------------------------------------------------
     def write_config(self, name: str, values: dict[str, Any]) -> Path:
@@ -546,14 +565,18 @@ class Pipeline:
         """Train one stage from ``model`` in a child process; returns (saved model path, chained hash,
         stage.json record)."""
         dataset, fingerprint = self.dataset_path(stage)
+        references = self.data_references(stage)
         out = self.run_dir / "stages" / stage.name
         stage_cfg = self.stage_config(stage, model, dataset, self.classifier)
-        hashed = {
+        hashed = {  # the data enter by fingerprint, not by path
             k: v
             for k, v in dataclasses.asdict(stage_cfg).items()
-            if k not in ("model", "resume", "force", "output_dir", "dataset")  # the data is in fingerprint
+            if k not in ("model", "resume", "force", "output_dir", "dataset", *references)
         }
-        chain = sha256_json({"upstream": upstream, "type": stage.type, "config": hashed, "data": fingerprint})
+        chained = {"upstream": upstream, "type": stage.type, "config": hashed, "data": fingerprint}
+        if references:
+            chained["references"] = {k: fp for k, (_, fp) in references.items()}
+        chain = sha256_json(chained)
         previous = self.state.get("stages", stage.name)
         stale = self.force or (previous.get("chain") not in (None, chain))
         record = read_json_object(out / "stage.json", REWRITE) if (out / "stage.json").is_file() else {}
@@ -597,6 +620,7 @@ class Pipeline:
         values = {"seed": self.cfg.seed, **stage.config, "model": model, "resume": True, "force": False}
         if dataset:
             values["dataset"] = dataset
+        values.update({k: path for k, (path, _) in self.data_references(stage).items()})
         names = {f.name for f in dataclasses.fields(config_cls)}
         if "reward" in names:
             reward = stage.config.get("reward", self.cfg.reward)
@@ -638,10 +662,7 @@ class Pipeline:
         if cfg.reward is not None:
             check_reward_spec(cfg.reward, f"{self.source}, key 'reward'")
         for stage in cfg.stages:
-            dataset = (
-                str(self.run_dir / "data" / stage.dataset) if stage.dataset in cfg.data else stage.dataset
-            )
-            self.stage_config(stage, cfg.model, dataset, None)
+            self.stage_config(stage, cfg.model, self.dataset_path(stage)[0], None)
         settings = eval_config(cfg, None, cfg.model)
         try:
             if trains_classifier and settings.suites:  # the classifier exists only once the run trains it
@@ -743,7 +764,10 @@ class Pipeline:
             classifier = self.train_classifier()
             base_chain = sha256_json({"model": cfg.model, "path": self.base_path, "classifier": classifier})
             results, records = self.train_and_evaluate(base_chain)
-            used = sorted({self.dataset_path(s)[0] for s in cfg.stages if s.dataset})
+            used = sorted(
+                {self.dataset_path(s)[0] for s in cfg.stages if s.dataset}
+                | {path for s in cfg.stages for path, _ in self.data_references(s).values()}
+            )
             audit = leakage_audit(used, self.run_dir / "eval" / BASE)
             provenance = {
                 "model": cfg.model,

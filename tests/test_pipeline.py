@@ -53,9 +53,11 @@ def recipe(tmp_path: Path, name: str, suites: list[str] | None, max_steps: int =
     }
     if rl:  # the full chain: a classifier for the stereotype suite and reward, and a PPO stage
         data["data"]["prompts"] = {"kind": "prompts", "source": "rtp", "limit": 40}
+        data["data"]["anchor"] = {"kind": "prompts", "source": "bold", "limit": 40}  # PPO-ptx's prompts
         data["stereotype_classifier"] = {"mode": "head", "limit": 40, "epochs": 2}
         data["reward"] = {"components": [{"reward": "non_toxic"}, {"reward": "anti_stereotype"}]}
-        data["stages"].append({"name": "ppo", "type": "ppo", "dataset": "prompts", "config": PPO})
+        ptx = {"ptx_coef": 1.0, "ptx_dataset": "anchor", "ptx_samples": 8, "ptx_batch_size": 2}
+        data["stages"].append({"name": "ppo", "type": "ppo", "dataset": "prompts", "config": {**PPO, **ptx}})
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -87,6 +89,9 @@ def test_whole_pipeline_reports_every_stage_and_suite_and_rerun_does_no_work(
         assert suite in md and suite in page
     assert metrics["provenance"]["leakage_audit"]["passed"]
     assert json.loads((run / "manifest.json").read_text())["status"] == "completed"
+    # the PPO stage's ptx_dataset named a key of `data`: the stage read the run's built anchor prompts
+    ppo = json.loads((run / "stages" / "ppo" / "stage.json").read_text())
+    assert ppo["config"]["ptx_dataset"] == str(run / "data" / "anchor") and ppo["ptx"]["prompts"] == 8
 
     # A rerun finds everything current: no step process starts (no training, no evaluation).
     import alignment.pipeline
@@ -166,7 +171,11 @@ def test_killed_pipeline_resumes_to_the_same_metrics(data_dir, tmp_path):
     [
         (lambda r: r.update(stagez=[]), "unknown key 'stagez' (did you mean 'stages'?)"),
         (lambda r: r["stages"][0].update(type="sfft"), "type 'sfft' is not one of"),
-        (lambda r: r["stages"][0].update(dataset="nope"), "dataset 'nope' is neither a key of 'data'"),
+        (lambda r: r["stages"][0].update(dataset="nope"), "dataset: 'nope' is neither a key of 'data'"),
+        (
+            lambda r: r["stages"][1]["config"].update(ptx_dataset="nope"),
+            "stages.dpo.config.ptx_dataset: 'nope' is neither a key of 'data'",
+        ),
         (lambda r: r["evaluation"].update(limit="many"), "key 'limit'"),
         (lambda r: r["stages"].append(dict(r["stages"][0])), "stage names repeat"),
         (lambda r: r.update(evaluation=[1]), "key 'evaluation': expected a mapping"),
@@ -345,3 +354,18 @@ def test_evaluations_run_in_turn_without_the_memory_for_both(tmp_path, monkeypat
     pipeline.cfg.overlap_memory_gb = 4.0
     assert pipeline.lane_threads() == (2, "requested")
     assert Pipeline(pipeline.cfg, threads=1).lane_threads() is None
+
+
+@pytest.mark.slow
+def test_the_default_recipe_passes_every_check(data_dir, tmp_path):
+    """The shipped recipe as `make pipeline` reads it: the model, every data build (the PPO-ptx anchor
+    included), every stage config with its data keys resolved, and the evaluation plan."""
+    from alignment.pipeline import Pipeline
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "smollm2-135m-instruct" / "pipeline.yaml"
+    pipeline = Pipeline(load_pipeline(path), root=tmp_path, source=str(path))
+    pipeline.check()
+    ppo = next(s for s in pipeline.cfg.stages if s.type == "ppo")
+    config = pipeline.stage_config(ppo, "smollm2-135m-instruct", "prompts", None)
+    assert config.ptx_coef > 0 and config.ptx_dataset == str(pipeline.run_dir / "data" / "anchor")
+    assert not any(tmp_path.iterdir())  # nothing was written
