@@ -30,6 +30,22 @@ _PATH_ERRNOS = frozenset({errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.ENAMET
 _WRITE_ERRNOS = _DISK_ERRNOS | _PATH_ERRNOS
 
 
+def out_of_space(exc: BaseException) -> bool:
+    """Whether ``exc`` is a full disk: an ``OSError`` with ``ENOSPC``, or a library's own error that
+    reports one in its message (safetensors raises ``SafetensorError`` with the OS text).
+
+    >>> out_of_space(OSError(errno.ENOSPC, "No space left on device", "model.safetensors"))
+    True
+    >>> out_of_space(RuntimeError("I/O error: No space left on device (os error 28)"))
+    True
+    >>> out_of_space(OSError(errno.ENOENT, "No such file or directory"))
+    False
+    """
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    return os.strerror(errno.ENOSPC) in str(exc)
+
+
 def _write_failed(path: Path, exc: OSError) -> SafealignError:
     reason = exc.strerror or type(exc).__name__
     remedy = (
@@ -187,8 +203,10 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         cause = getattr(exc, "os_error", exc)
+        if not isinstance(cause, OSError) and out_of_space(cause):  # a library's write error
+            cause = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         if isinstance(cause, OSError) and cause.errno in _WRITE_ERRNOS:
-            raise _write_failed(path, cause) from cause
+            raise _write_failed(path, cause) from exc
         raise
 
 

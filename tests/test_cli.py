@@ -90,7 +90,7 @@ def test_a_full_disk_is_one_line_naming_the_file(cli, monkeypatch):
     monkeypatch.setattr(env_cmd, "run", full)
     result = cli("env")
     lines = result.err.strip().splitlines()
-    assert result.code == 1 and len(lines) == 1
+    assert result.code == 2 and len(lines) == 1
     assert "out of disk space" in lines[0] and "/runs/sft/model.safetensors" in lines[0]
 
 

@@ -2,14 +2,13 @@
 
 Each command module exposes ``register(subparsers)``, which adds its parser and sets ``func`` (a
 callable taking the parsed namespace and returning an exit code). Errors of type
-:class:`~alignment.errors.SafealignError` print one line and exit with code 2; a full disk prints one
-line and exits with code 1.
+:class:`~alignment.errors.SafealignError` print one line and exit with code 2, and so does a full disk
+met outside safealign's own atomic writes (a library's checkpoint or cache).
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import os
 import signal
@@ -18,6 +17,7 @@ import threading
 
 from alignment import __version__
 from alignment.errors import SafealignError
+from alignment.io import out_of_space
 
 COMMANDS = (
     "alignment.cli.env_cmd",
@@ -81,26 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if not out_of_space(exc):
             raise
-        return fail(f"out of disk space: {exc}; free some and rerun the command, finished work is kept", 1)
+        return fail(f"out of disk space: {exc}; free some space and run again (finished work is kept)")
     finally:
         _on_sigterm(previous)
         close_process_group()
-
-
-def out_of_space(exc: BaseException) -> bool:
-    """Whether ``exc`` is a full disk: an ``OSError`` with ``ENOSPC``, or a library's own error that
-    reports one (safetensors raises its ``SafetensorError`` with the OS message).
-
-    >>> out_of_space(OSError(errno.ENOSPC, "No space left on device", "model.safetensors"))
-    True
-    >>> out_of_space(RuntimeError("I/O error: No space left on device (os error 28)"))
-    True
-    >>> out_of_space(OSError(errno.ENOENT, "No such file or directory"))
-    False
-    """
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return True
-    return "No space left on device" in str(exc)
 
 
 class Terminated(KeyboardInterrupt):

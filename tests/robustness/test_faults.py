@@ -194,6 +194,26 @@ def test_atomic_writes_keep_the_previous_file_and_leave_no_temp(tmp_path, monkey
     assert snapshot(tmp_path) == before
 
 
+def test_a_library_error_that_reports_a_full_disk_is_the_same_one_line(tmp_path):
+    """safetensors reports ENOSPC as its own exception type (seen in CI, converting a model): the folder
+    is left as it was and the error names its final path."""
+    from alignment.io import atomic_dir
+
+    folder = tmp_path / "model"
+    with atomic_dir(folder) as tmp:
+        (tmp / "model.safetensors").write_bytes(b"old")
+    before = snapshot(tmp_path)
+
+    class SafetensorError(Exception):
+        pass
+
+    with pytest.raises(SafealignError, match=f"cannot write {folder}: No space left on device"):
+        with atomic_dir(folder) as tmp:
+            (tmp / "model.safetensors").write_bytes(b"new, half")
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    assert snapshot(tmp_path) == before
+
+
 def test_atomic_dir_puts_the_previous_output_back_when_the_final_rename_fails(tmp_path, monkeypatch):
     from alignment.io import atomic_dir
 
