@@ -56,6 +56,14 @@ class PPOHyperparameters:
     whiten_rewards: bool = False
     kl_estimator: KLEstimator = "k1"
 
+    def optimizer_steps(self, rollouts: int) -> int:
+        """Optimiser steps of one PPO update over ``rollouts`` rollouts.
+
+        >>> PPOHyperparameters(ppo_epochs=2, mini_batch_size=8).optimizer_steps(16)
+        4
+        """
+        return self.ppo_epochs * math.ceil(rollouts / self.mini_batch_size)
+
 
 def token_rewards(
     scores: torch.Tensor,
@@ -137,7 +145,7 @@ def ppo_update(
     ptx = anchor is not None and ptx_coef > 0 and critic_only is None
     if ptx:
         log["ptx_loss"] = []
-        steps = hp.ppo_epochs * math.ceil(rollouts.query_ids.shape[0] / hp.mini_batch_size)
+        steps = hp.optimizer_steps(rollouts.query_ids.shape[0])
         anchor_rows = torch.arange(anchor.query_ids.shape[0], device=mask.device).tensor_split(steps)
     batch_size = rollouts.query_ids.shape[0]
     for _ in range(hp.ppo_epochs):

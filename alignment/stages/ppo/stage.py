@@ -39,12 +39,7 @@ def _load_prompts(
 ) -> tuple[PromptSet, PromptSet | None, dict]:
     data = load_config_data(cfg, "prompt", sd)
     train = _encode_train(cfg, tokenizer, list(data.train), str(cfg.dataset))
-    heldout = None
-    if data.eval is not None:
-        limit, system, chat = cfg.max_length - cfg.max_new_tokens, cfg.system_prompt, cfg.chat_template
-        heldout = encode_prompts(
-            tokenizer, list(data.eval), max_prompt_tokens=limit, system=system, chat=chat
-        )
+    heldout = _encode(cfg, tokenizer, list(data.eval)) if data.eval is not None else None
     info = dict(data.info, train_prompts=len(train), train_dropped_too_long=train.dropped)
     if heldout is not None:
         info.update(eval_prompts=len(heldout), eval_dropped_too_long=heldout.dropped)
@@ -67,16 +62,21 @@ def _load_anchor_prompts(cfg: PPOStageConfig, sd: StageDir, tokenizer: Any) -> P
     return _encode_train(cfg, tokenizer, list(data.train), f"ptx_dataset {cfg.ptx_dataset}")
 
 
-def _encode_train(cfg: PPOStageConfig, tokenizer: Any, rows: list[dict], name: str) -> PromptSet:
-    """Render and tokenize training prompts as the stage samples them; an error when none fits."""
+def _encode(cfg: PPOStageConfig, tokenizer: Any, rows: list[dict]) -> PromptSet:
+    """Render and tokenize prompts as the stage samples them (too long ones dropped and counted)."""
     limit = cfg.max_length - cfg.max_new_tokens
-    prompts = encode_prompts(
+    return encode_prompts(
         tokenizer, rows, max_prompt_tokens=limit, system=cfg.system_prompt, chat=cfg.chat_template
     )
+
+
+def _encode_train(cfg: PPOStageConfig, tokenizer: Any, rows: list[dict], name: str) -> PromptSet:
+    """Training prompts as :func:`_encode` renders them; an error when none fits."""
+    prompts = _encode(cfg, tokenizer, rows)
     if not len(prompts):
         raise SafealignError(
-            f"{name}: every prompt is longer than max_length - max_new_tokens = {limit} tokens; "
-            "raise max_length or lower max_new_tokens"
+            f"{name}: every prompt is longer than max_length - max_new_tokens = "
+            f"{cfg.max_length - cfg.max_new_tokens} tokens; raise max_length or lower max_new_tokens"
         )
     return prompts
 

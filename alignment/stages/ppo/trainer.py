@@ -132,10 +132,8 @@ class PPOTrainer:
         when off or while only the value head trains."""
         if self.anchor_prompts is None or self.step < self.cfg.value_warmup_steps:
             return None
-        hp = self.hp
-        steps = hp.ppo_epochs * math.ceil(self.cfg.rollout_batch_size / hp.mini_batch_size)
         draw = torch.Generator().manual_seed(self._seed(self.step) + 1)
-        count = steps * self.cfg.ptx_batch_size
+        count = self.hp.optimizer_steps(self.cfg.rollout_batch_size) * self.cfg.ptx_batch_size
         rows = torch.randint(len(self.anchor_prompts), (count,), generator=draw).tolist()
         _, token_ids, _ = self.anchor_prompts.select(rows)
         with torch.no_grad(), self.accelerator.autocast(), self.models.reference_lm() as reference:
