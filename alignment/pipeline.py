@@ -51,6 +51,7 @@ from alignment.device import available_memory_gb, choose_threads, pick_device
 from alignment.errors import SafealignError
 from alignment.evaluation.config import EvalConfig
 from alignment.io import atomic_dir, atomic_write_json, atomic_write_text, read_json_object, sha256_json
+from alignment.models.loader import has_weights
 from alignment.paths import runs_dir
 from alignment.report import ReportConfig, print_report, write_report
 from alignment.stages.registry import STAGES, stage_entry
@@ -433,7 +434,9 @@ class Pipeline:
         train_cfg = from_dict(StereotypeTrainConfig, options, "pipeline stereotype_classifier")
         digest = sha256_json(dataclasses.asdict(train_cfg))
         done = self.state.get("classifier", "stereotype")
-        if self.force or done.get("hash") != digest or not out.is_dir():
+        if done.get("hash") == digest and out.is_dir() and not has_weights(out):
+            say(f"[yellow]stereotype classifier: {out} has lost its weights; training it again[/]")
+        if self.force or done.get("hash") != digest or not has_weights(out):
             self.state.set("classifier", "stereotype", hash=digest, status="running")
             config_file = self.write_config("stereotype_classifier", dataclasses.asdict(train_cfg))
             self.step(
@@ -581,8 +584,11 @@ class Pipeline:
         stale = self.force or (previous.get("chain") not in (None, chain))
         record = read_json_object(out / "stage.json", REWRITE) if (out / "stage.json").is_file() else {}
         if not stale and previous.get("status") == "completed" and record.get("status") == "completed":
-            say(f"[green]stage {stage.name}: up to date[/]")
-            return previous["model"], chain, record
+            if has_weights(previous["model"]):
+                say(f"[green]stage {stage.name}: up to date[/]")
+                return previous["model"], chain, record
+            say(f"[yellow]stage {stage.name}: {previous['model']} has lost its weights; training it again[/]")
+            stale = True
         shared = self.shared_step("stages", chain)
         if shared is not None and not self.force and (shared / "stage.json").is_file():
             return self.reuse_stage(stage.name, shared, out, chain)

@@ -99,6 +99,7 @@ def test_whole_pipeline_reports_every_stage_and_suite_and_rerun_does_no_work(
     def forbidden(*args, **kwargs):
         raise AssertionError(f"a finished step was redone: {args}")
 
+    original = alignment.pipeline.run_safealign
     monkeypatch.setattr(alignment.pipeline, "run_safealign", forbidden)
     steps = json.loads((run / "pipeline.json").read_text())
     assert all(steps["evals"][s]["wall_s"] > 0 for s in ("base", "sft", "dpo", "ppo"))
@@ -109,6 +110,23 @@ def test_whole_pipeline_reports_every_stage_and_suite_and_rerun_does_no_work(
 
     rebuilt = cli("report", run)
     assert rebuilt.code == 0 and "ppo" in rebuilt.out
+
+    # Saved weights deleted after the run (a disk clean-up): a rerun trains exactly those steps again,
+    # to the same numbers, instead of handing the next step an empty folder.
+    ran: list[str] = []
+
+    def recorded(args, what, *rest, **kwargs):
+        ran.append(what)
+        return original(args, what, *rest, **kwargs)
+
+    (run / "stereotype_classifier" / "model.safetensors").unlink()
+    (run / "stages" / "sft" / "model" / "model.safetensors").unlink()
+    monkeypatch.setattr(alignment.pipeline, "run_safealign", recorded)
+    repaired = cli("pipeline", "--config", recipe(tmp_path, "full", None, rl=True), "--runs-dir", runs)
+    assert repaired.code == 0, repaired.err[-2000:]
+    assert ran == ["training the stereotype classifier", "stage sft"], ran
+    assert "has lost its weights; training it again" in " ".join(repaired.err.split())
+    assert json.loads((run / "metrics.json").read_text())["rows"] == metrics["rows"]
 
 
 @pytest.mark.slow
@@ -128,6 +146,8 @@ def test_killed_pipeline_resumes_to_the_same_metrics(data_dir, tmp_path):
                 str(recipe(tmp_path, name, suites, 6)),
                 "--runs-dir",
                 str(runs),
+                "--stages",
+                "dpo",  # one stage is enough to kill: the SFT stage would only add time
             ],
             env=env,
             stdout=subprocess.DEVNULL,

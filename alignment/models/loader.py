@@ -93,6 +93,28 @@ def _resolve_hub(spec: str, hub_id: str) -> ModelSource:
 
 
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+MODEL_WEIGHTS = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+    *ADAPTER_WEIGHTS,
+)
+
+
+def has_weights(folder: str | Path) -> bool:
+    """Whether a saved model folder still holds its weights (one file, a shard index or an adapter).
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     empty = has_weights(d)
+    ...     _ = (Path(d) / "model.safetensors").write_bytes(b"")
+    ...     empty, has_weights(d)
+    (False, True)
+    """
+    return any((Path(folder) / name).is_file() for name in MODEL_WEIGHTS)
+
+
 _ADAPTER_CHAIN: list[Path] = []  # adapters being resolved, outermost first (a base chain must not loop)
 
 
