@@ -701,9 +701,10 @@ class Pipeline:
         stage records by column, in report order.
 
         On a CPU with two or more threads to give, evaluations queue in a second lane (one at a time, each
-        in its own process) while the chain trains, instead of each waiting for the other; the lane's last
-        evaluations run with every thread once the chain is trained. A failed evaluation stops the run at the
-        end of the stage training beside it; an interrupted run stops both lanes."""
+        in its own process) while the chain trains, instead of each waiting for the other. Once the chain
+        is trained, its last model is evaluated on the training's threads beside the lane if the lane is
+        still busy, and whatever the lane starts after that takes every thread. A failed evaluation stops
+        the run at the end of the stage training beside it; an interrupted run stops both lanes."""
         cfg = self.cfg
         shared = self.lane_threads()
         lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evaluation") if shared else None
@@ -733,9 +734,16 @@ class Pipeline:
             for stage in cfg.stages:
                 model, chain, records[stage.name] = self.train(stage, model, chain)
                 check_lane()
-                if stage is cfg.stages[-1]:
-                    self.shared_threads = None  # the lane's remaining evaluations take every thread
-                evaluate(stage.name, model, chain)
+                if stage is not cfg.stages[-1]:
+                    evaluate(stage.name, model, chain)
+                elif any(not job.done() for job in self.lane_jobs):
+                    # the chain is trained: its last model is evaluated here, beside the busy lane, on the
+                    # threads the training had, rather than queued behind the lane with a core idle
+                    evaluations[stage.name] = self.evaluate(stage.name, model, chain)
+                    self.shared_threads = None  # what the lane starts from now on takes every thread
+                else:
+                    self.shared_threads = None  # the lane is idle: the evaluation takes every thread
+                    evaluate(stage.name, model, chain)
             results = {k: v.result() if isinstance(v, Future) else v for k, v in evaluations.items()}
         except BaseException:
             if lane is not None:

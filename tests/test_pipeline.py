@@ -313,10 +313,13 @@ def test_evaluations_beside_training_give_the_same_report_as_one_step_at_a_time(
         reports[name] = Pipeline(cfg, root=runs, threads=2).run()
     steps = {name: json.loads((runs / name / "pipeline.json").read_text()) for name in reports}
     lanes = steps["lanes"]
-    # base and sft were evaluated beside a training stage, one thread each; dpo's evaluation came last
-    # and took both threads; logs of the side lane are kept in the run
-    assert [lanes["evals"][s]["beside_training"] for s in ("base", "sft", "dpo")] == [True, True, False]
-    assert [lanes["evals"][s]["threads"] for s in ("base", "sft", "dpo")] == [1, 1, 2]
+    # base and sft were evaluated beside a training stage, one thread each; dpo's evaluation, once the
+    # chain was trained, ran beside sft's if that was still going (one thread) and alone otherwise (both);
+    # logs of the side lane are kept in the run
+    assert [lanes["evals"][s]["beside_training"] for s in ("base", "sft")] == [True, True]
+    assert [lanes["evals"][s]["threads"] for s in ("base", "sft")] == [1, 1]
+    last = lanes["evals"]["dpo"]
+    assert last["threads"] == (1 if last["beside_training"] else 2)
     assert [lanes["stages"][s]["threads"] for s in ("sft", "dpo")] == [1, 1]
     assert (runs / "lanes" / "logs" / "eval-base.log").stat().st_size > 0
     assert not any(step["beside_training"] for step in steps["in-turn"]["evals"].values())
@@ -360,6 +363,40 @@ def test_a_failed_evaluation_in_the_side_lane_stops_the_run(tmp_path, monkeypatc
     with pytest.raises(SafealignError, match="eval base: the suite broke"):
         pipeline.train_and_evaluate("chain")
     assert sorted(started) == ["eval base", "train sft"]  # dpo never started
+
+
+def test_the_last_stage_is_evaluated_beside_a_busy_lane(tmp_path, monkeypatch):
+    import threading
+
+    import alignment.evaluation
+    import alignment.pipeline
+    from alignment.pipeline import Pipeline
+
+    last_started = threading.Event()
+    threads = {}
+
+    def fake_step(args, what, n, log=None):
+        threads[what] = n
+        if what == "eval dpo":
+            last_started.set()
+        elif what == "eval base":  # the lane is still busy when the chain is trained
+            assert last_started.wait(timeout=60), "dpo's evaluation queued behind the lane"
+
+    def fake_train(self, stage, model, upstream):
+        return model, upstream, {"status": "completed"}
+
+    monkeypatch.setattr(alignment.pipeline, "run_safealign", fake_step)
+    monkeypatch.setattr(alignment.evaluation, "load_results", lambda out: {"name": out.name})
+    monkeypatch.setattr(alignment.pipeline, "available_memory_gb", lambda: 16.0)
+    monkeypatch.setattr(Pipeline, "train", fake_train)
+    pipeline = Pipeline(load_pipeline(recipe(tmp_path, "tail", ["crows_pairs"], 2)), root=tmp_path, threads=2)
+    pipeline.state = alignment.pipeline.PipelineState(tmp_path)
+    pipeline.base_path = "tiny-random"
+    results, _ = pipeline.train_and_evaluate("chain")
+    assert [results[name]["name"] for name in ("base", "sft", "dpo")] == ["base", "sft", "dpo"]
+    # dpo's evaluation shared the CPU with base's (one thread each); sft's, started after, took both
+    assert threads == {"eval base": 1, "eval dpo": 1, "eval sft": 2}
+    assert pipeline.state.get("evals", "dpo")["beside_training"]
 
 
 def test_evaluations_run_in_turn_without_the_memory_for_both(tmp_path, monkeypatch):
