@@ -111,8 +111,8 @@ def test_whole_pipeline_reports_every_stage_and_suite_and_rerun_does_no_work(
     rebuilt = cli("report", run)
     assert rebuilt.code == 0 and "ppo" in rebuilt.out
 
-    # Saved weights deleted after the run (a disk clean-up): a rerun trains exactly those steps again,
-    # to the same numbers, instead of handing the next step an empty folder.
+    # Saved weights deleted after the run (a disk clean-up): a rerun trains exactly those steps again
+    # instead of handing the next step an empty folder, and keeps every later step and the report.
     ran: list[str] = []
 
     def recorded(args, what, *rest, **kwargs):
