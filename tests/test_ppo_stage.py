@@ -34,6 +34,16 @@ def prompts(tmp_path_factory) -> str:
     return str(write_prompts(tmp_path_factory.mktemp("ppo-data") / "prompts"))
 
 
+@pytest.fixture(scope="module")
+def anchor_data(tmp_path_factory) -> str:
+    """Neutral PPO-ptx prompts, none of them among the toy task's."""
+
+    def neutral(i: int) -> dict:
+        return {"prompt": f"The weather in town {i} was", "source": "toy"}
+
+    return str(save_splits(tmp_path_factory.mktemp("anchor") / "anchor", neutral, 24, 4))
+
+
 def stage(out: Path) -> dict:
     return json.loads((out / "stage.json").read_text(encoding="utf-8"))
 
@@ -124,13 +134,9 @@ def anchor_nll(model_dir: str, prompts: list[str], seed: int = 0) -> float:
 
 
 @pytest.mark.slow
-def test_ptx_anchor_keeps_language_modelling_on_the_anchor_prompts(prompts, toy_runs, tmp_path):
-    def neutral(i: int) -> dict:
-        return {"prompt": f"The weather in town {i} was", "source": "toy"}
-
-    anchor_data = save_splits(tmp_path / "anchor", neutral, 24, 4)
+def test_ptx_anchor_keeps_language_modelling_on_the_anchor_prompts(prompts, anchor_data, toy_runs, tmp_path):
     out = tmp_path / "ptx"
-    cfg = dict(TOY, dataset=prompts, max_steps=30, ptx_coef=1.0, ptx_dataset=str(anchor_data))
+    cfg = dict(TOY, dataset=prompts, max_steps=30, ptx_coef=1.0, ptx_dataset=anchor_data)
     run_ppo(PPOStageConfig(**cfg), out, reward_fn=space_share)
     record = stage(out)
     assert record["ptx"] == {"prompts": 24, "dropped_too_long": 0}
@@ -205,8 +211,12 @@ def test_same_seed_same_run_other_seed_other_run(prompts, tmp_path):
     assert first != other
 
 
-def test_resume_after_a_crash_continues_exactly(prompts, tmp_path):
-    cfg = dict(TOY, dataset=prompts, max_steps=4, save_steps=2)
+def test_resume_after_a_crash_continues_exactly(prompts, anchor_data, tmp_path):
+    # with PPO-ptx, whose anchor continuations are sampled two iterations at a time (32 per iteration: 16
+    # optimiser steps x 2; a batch of 64): the crash at step 3 falls inside the block of steps 2-3, which
+    # the resumed run samples again
+    ptx = dict(ptx_coef=1.0, ptx_dataset=anchor_data, ptx_batch_size=2, per_device_eval_batch_size=64)
+    cfg = dict(TOY, dataset=prompts, max_steps=4, save_steps=2, **ptx)
     run_ppo(PPOStageConfig(**cfg), tmp_path / "straight", reward_fn=space_share)
 
     calls = {"n": 0}

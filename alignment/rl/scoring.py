@@ -48,6 +48,7 @@ def score_prompts(
     eos_token_ids: Sequence[int],
     seed: int,
     batch_size: int,
+    forward_batch_size: int | None = None,
     device: Any = "cpu",
     reference: Callable[[], AbstractContextManager[Any]] | None = None,
     kl_estimator: KLEstimator = "k1",
@@ -56,8 +57,11 @@ def score_prompts(
     """Sample ``samples`` completions of each prompt in ``indices`` from ``lm`` and score them.
 
     With ``reference`` (a context manager yielding the reference LM), the summed per-token KL of each
-    completion to it is measured too, from teacher-forced log-probs of both models.
+    completion to it is measured too, from teacher-forced log-probs of both models, ``forward_batch_size``
+    completions at a time (default: ``batch_size``): sampling gains from large batches on a CPU, while a
+    teacher-forced pass holds logits over the whole vocabulary for every completion token.
     """
+    chunk = max(forward_batch_size or batch_size, 1)
     rows = [i for i in indices for _ in range(samples)]
     scores: list[float] = []
     lengths: list[float] = []
@@ -81,7 +85,10 @@ def score_prompts(
             scores.extend(done.scores)
             lengths.extend(done.response_mask.sum(1).tolist())
             if reference is not None:
-                kls.extend(_sequence_kl(lm, reference, done, temperature, kl_estimator).tolist())
+                for at in range(0, len(done.scores), chunk):
+                    kls.extend(
+                        _sequence_kl(lm, reference, done, slice(at, at + chunk), temperature, kl_estimator)
+                    )
     shape = (len(indices), samples)
     return PromptScores(
         np.asarray(scores, dtype=float).reshape(shape),
@@ -106,8 +113,8 @@ def score_as_stage(
     autocast: Callable[[], AbstractContextManager[Any]] = nullcontext,
 ) -> PromptScores:
     """:func:`score_prompts` sampling as an RL stage samples (its ``max_new_tokens``, ``temperature``,
-    ``per_device_eval_batch_size`` and ``kl_estimator``), with ``lm`` in eval mode meanwhile and on its
-    own device unless ``device`` is given."""
+    ``per_device_eval_batch_size``, ``kl_estimator`` and KL passes of ``per_device_train_batch_size``),
+    with ``lm`` in eval mode meanwhile and on its own device unless ``device`` is given."""
     was_training = lm.training
     lm.eval()
     try:
@@ -123,6 +130,7 @@ def score_as_stage(
             eos_token_ids=eos_token_ids,
             seed=seed,
             batch_size=max(cfg.per_device_eval_batch_size, 1),
+            forward_batch_size=cfg.per_device_train_batch_size,
             device=device if device is not None else next(lm.parameters()).device,
             reference=reference,
             kl_estimator=getattr(cfg, "kl_estimator", "k1"),
@@ -155,14 +163,17 @@ def _sequence_kl(
     lm: Any,
     reference: Callable[[], AbstractContextManager[Any]],
     done: Any,
+    rows: slice,
     temperature: float,
     estimator: KLEstimator,
-) -> torch.Tensor:
-    args = (done.query_ids, done.query_mask, done.response_ids, done.response_mask, temperature)
+) -> list[float]:
+    """The summed per-token KL to the reference of the completions ``rows`` of ``done``."""
+    mask = done.response_mask[rows]
+    args = (done.query_ids[rows], done.query_mask[rows], done.response_ids[rows], mask, temperature)
     logprobs = lm_logprobs(lm, *args)
     with reference() as ref:
         ref_logprobs = lm_logprobs(ref, *args)
-    return (kl_per_token(logprobs, ref_logprobs, estimator) * done.response_mask).sum(1).float().cpu()
+    return (kl_per_token(logprobs, ref_logprobs, estimator) * mask).sum(1).float().cpu().tolist()
 
 
 def paired_change(base: np.ndarray, trained: np.ndarray, *, seed: int = 0) -> dict[str, Any]:

@@ -88,6 +88,7 @@ class PPOTrainer:
         self.heldout_last: list[float] = []  # the same at the latest evaluation
         self.early_stop: dict[str, Any] | None = None
         self.anchor_prompts: PromptSet | None = None  # PPO-ptx: the pool the reference continues
+        self._anchor_block: tuple[int, int, Anchor] | None = None  # (block, its first step, continuations)
         self.model = models.policy  # the module the updates run through (DDP-wrapped after prepare)
 
     def resume(self, checkpoint: Path) -> None:
@@ -129,22 +130,37 @@ class PPOTrainer:
     def anchor(self) -> Anchor | None:
         """PPO-ptx: the reference's fresh continuations of ``ptx_batch_size`` anchor prompts for each of this
         iteration's optimiser steps (drawn with replacement, seeded by ``(seed, step, process)``), or None
-        when off or while only the value head trains."""
-        if self.anchor_prompts is None or self.step < self.cfg.value_warmup_steps:
+        when off or while only the value head trains.
+
+        The continuations of as many iterations as fit in ``per_device_eval_batch_size`` are sampled in one
+        batch, in blocks counted from step 0, so a resumed run samples the block it stopped in again."""
+        pool = self.anchor_prompts
+        if pool is None or self.step < self.cfg.value_warmup_steps:
             return None
-        draw = torch.Generator().manual_seed(self._seed(self.step) + 1)
         count = self.hp.optimizer_steps(self.cfg.rollout_batch_size) * self.cfg.ptx_batch_size
-        rows = torch.randint(len(self.anchor_prompts), (count,), generator=draw).tolist()
-        _, token_ids, _ = self.anchor_prompts.select(rows)
-        with torch.no_grad(), self.accelerator.autocast(), self.models.reference_lm() as reference:
-            return sample_anchor(
-                reference,
-                token_ids,
-                max_new_tokens=self.cfg.max_new_tokens,
-                eos_token_ids=self.eos_ids,
-                pad_token_id=self.models.tokenizer.pad_token_id,
-                device=self.accelerator.device,
-            )
+        per_block = max(1, self.cfg.per_device_eval_batch_size // count)
+        block = self.step // per_block
+        if self._anchor_block is None or self._anchor_block[0] != block:
+            first = max(block * per_block, self.cfg.value_warmup_steps)
+            rows = []
+            for step in range(first, min((block + 1) * per_block, self.steps)):
+                draw = torch.Generator().manual_seed(self._seed(step) + 1)
+                rows += torch.randint(len(pool), (count,), generator=draw).tolist()
+            torch.manual_seed(self._seed(first) + 2)
+            _, token_ids, _ = pool.select(rows)
+            with torch.no_grad(), self.accelerator.autocast(), self.models.reference_lm() as reference:
+                sampled = sample_anchor(
+                    reference,
+                    token_ids,
+                    max_new_tokens=self.cfg.max_new_tokens,
+                    eos_token_ids=self.eos_ids,
+                    pad_token_id=self.models.tokenizer.pad_token_id,
+                    device=self.accelerator.device,
+                )
+            self._anchor_block = (block, first, sampled)
+        _, first, sampled = self._anchor_block
+        offset = (self.step - first) * count
+        return sampled.rows(offset, offset + count)
 
     def check_guards(self, sampled: Sampled) -> float:
         """Raise :class:`GuardTripped` for non-finite rewards or a KL above the ceiling (before updating);
