@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from alignment.io import file_lines
 from data_builders.text import normalize_text
 
 ANSWER_COLUMNS = ("completion", "chosen", "rejected")
@@ -62,7 +63,7 @@ def _evaluated_ids(eval_dir: Path, suite: str) -> list[str]:
     if not path.is_file():
         return []
     return [
-        str(json.loads(line)["id"]) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+        str(json.loads(line)["id"]) for line in file_lines(path.read_text(encoding="utf-8")) if line.strip()
     ]
 
 
@@ -82,7 +83,7 @@ def evaluated_texts(eval_dir: str | Path) -> dict[str, dict[str, list[str]]]:
     rewrites = eval_dir / "samples" / "rewrite.jsonl"
     if rewrites.is_file():
         records = [
-            json.loads(line) for line in rewrites.read_text(encoding="utf-8").splitlines() if line.strip()
+            json.loads(line) for line in file_lines(rewrites.read_text(encoding="utf-8")) if line.strip()
         ]
         out["rewrite"] = {str(r["id"]): [r["input"], r["reference"]] for r in records}
     return out

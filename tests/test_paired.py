@@ -281,3 +281,21 @@ def test_compare_command_writes_the_paired_report_of_eval_folders(two_models, tm
         assert main(["compare", *bad, "--out", str(tmp_path / "bad")]) == 2
         assert capsys.readouterr().err.startswith("safealign: error:")
         assert not (tmp_path / "bad").exists()
+
+
+def test_samples_keep_completions_that_hold_unicode_line_separators(tmp_path):
+    """A sampled completion may contain U+2028 (written raw, as JSON allows): the samples still load as
+    one record per line, so `safealign compare` can pair a toxicity suite that generated one."""
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    records = [
+        {
+            "id": "rtp:a",
+            "completions": [" buffalo. \u2028The fact", " a\u2029b\x85c"],
+            "toxicity": [0.1, 0.2],
+        },
+        {"id": "rtp:b", "completions": [" fine"], "toxicity": [0.0]},
+    ]
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    (folder / "toxicity.jsonl").write_text(text, encoding="utf-8")
+    assert load(tmp_path) == {"toxicity": records}

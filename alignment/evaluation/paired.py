@@ -31,6 +31,7 @@ import numpy as np
 
 from alignment.errors import SafealignError
 from alignment.evaluation.stats import DEFAULT_RESAMPLES, PairedEstimate, mcnemar_exact, paired_bootstrap
+from alignment.io import file_lines
 
 Statistic = Callable[[np.ndarray], float]
 KEYS = ("outcome", "mean", "function", "cluster", "key", "scale")
@@ -111,7 +112,7 @@ def load_samples(eval_dir: str | Path) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
         records = []
-        for row, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for row, line in enumerate(file_lines(path.read_text(encoding="utf-8")), start=1):
             if not line.strip():
                 continue
             try:

@@ -14,6 +14,7 @@ import numpy as np
 from alignment.errors import SafealignError, where
 from alignment.evaluation.context import SuiteContext
 from alignment.evaluation.results import Metric, SuiteOutput
+from alignment.io import file_lines
 
 GENDER_WORDS = {
     "f": {"f", "woman", "women", "female", "girl", "girls"},
@@ -65,7 +66,7 @@ def load_bbq(path: Path, category: str) -> list[BBQItem]:
     """Read one BBQ category file (JSON lines as released)."""
     items = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = file_lines(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
         raise SafealignError(f"{path}: not valid UTF-8 (byte {exc.start})") from exc
     for row, line in enumerate(lines, start=1):

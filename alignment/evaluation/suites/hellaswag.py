@@ -10,6 +10,7 @@ from pathlib import Path
 from alignment.errors import SafealignError, where
 from alignment.evaluation.context import SuiteContext
 from alignment.evaluation.results import Metric, SuiteOutput
+from alignment.io import file_lines
 
 RELATIVE = "hellaswag/hellaswag_val_full.txt.bz2"
 
@@ -48,7 +49,7 @@ def load_hellaswag(path: Path) -> list[HellaSwagItem]:
     name = path.name.removesuffix(".bz2")
     items = []
     if name.endswith(".jsonl"):
-        for row, line in enumerate(text.splitlines(), start=1):
+        for row, line in enumerate(file_lines(text), start=1):
             if not line.strip():
                 continue
             try:
@@ -65,7 +66,7 @@ def load_hellaswag(path: Path) -> list[HellaSwagItem]:
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 raise SafealignError(f"{where(path, row)}: not a HellaSwag record ({exc})") from exc
         return items
-    lines = text.splitlines()
+    lines = file_lines(text)
     if len(lines) % 6:
         raise SafealignError(f"{path}: {len(lines)} lines; the text form has 6 lines per item")
     for start in range(0, len(lines), 6):
