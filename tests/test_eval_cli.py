@@ -103,7 +103,7 @@ def test_smollm2_quick_numbers_are_sane(data_dir, cli, tmp_path):
         "--suites",
         "crows_pairs,stereoset,hellaswag,truthfulqa_mc,perplexity",
         "--limit",
-        "40",
+        "20",
         "--out",
         out,
     )
