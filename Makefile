@@ -70,8 +70,8 @@ ACCEL ?=
 NPROC ?= 1
 SFT_DIR ?=
 TRAIN_ARGS ?=
-STAGE_RECIPES = $(if $(wildcard recipes/$(MODEL)/.),recipes/$(MODEL),recipes/default)
-stage_recipe = $(firstword $(wildcard $(STAGE_RECIPES)/$(1)-$(VARIANT).yaml) $(STAGE_RECIPES)/$(1).yaml)
+# the model's VARIANT recipe, else its plain one, else the default one
+stage_recipe = $(firstword $(wildcard recipes/$(MODEL)/$(1)-$(VARIANT).yaml recipes/$(MODEL)/$(1).yaml) recipes/default/$(1).yaml)
 TRAIN := $(if $(ACCEL),$(VENV)/bin/accelerate launch --config_file recipes/accelerate/$(ACCEL).yaml --num_processes $(NPROC) -m alignment,$(PY) -m alignment) train
 
 .PHONY: sft dpo
@@ -149,8 +149,8 @@ bench-reward: ## texts/s of each toxicity scorer (SCORERS=...), batched vs one-b
 		--out bench/results/reward.json
 
 # ---- RL stages (docs/ppo.md): make ppo|grpo|rloo MODEL=... [POLICY_DIR=runs/dpo-...] [VARIANT=quick|standard]
-# The recipes' reward (non-toxic + anti-stereotype) needs the prompt pool and the stereotype classifier:
-# both are built first when missing. POLICY_DIR starts from a previous stage's run (default: MODEL).
+# The GRPO/RLOO recipes' reward (non-toxic + anti-stereotype) needs the prompt pool and the stereotype
+# classifier: both are built first when missing. POLICY_DIR starts from a previous stage's run (default: MODEL).
 POLICY_DIR ?=
 RL_PROMPTS ?= $(DATA_OUT)/prompts
 RL_START = $(if $(POLICY_DIR),$(POLICY_DIR),$(MODEL))
@@ -162,8 +162,12 @@ rl-inputs:
 	@HF_HUB_OFFLINE=1 $(PY) -c "import sys; from reward.stereotype import default_model_dir; \
 		sys.exit(0 if (default_model_dir() / 'classifier.json').is_file() else 1)" || $(MAKE) stereotype-classifier
 
-ppo: rl-inputs ## PPO (ours): make ppo MODEL=... [POLICY_DIR=runs/dpo-...] [VARIANT=standard] [ACCEL=ddp NPROC=8]
-	$(TRAIN) ppo --config $(call stage_recipe,ppo) --model $(RL_START) --dataset $(RL_PROMPTS) $(TRAIN_ARGS)
+# A PPO recipe that names its own data (builder specs, like the smollm2 quick one) trains on it; one that
+# reads the shared pool gets the pool and the stereotype classifier built first.
+ppo_reads_pool = $(shell grep -l '^dataset: runs/data/prompts$$' $(call stage_recipe,ppo) 2>/dev/null)
+
+ppo: $(if $(ppo_reads_pool),rl-inputs) ## PPO (ours): make ppo MODEL=... [POLICY_DIR=runs/dpo-...] [VARIANT=standard] [ACCEL=ddp NPROC=8]
+	$(TRAIN) ppo --config $(call stage_recipe,ppo) --model $(RL_START) $(if $(ppo_reads_pool),--dataset $(RL_PROMPTS)) $(TRAIN_ARGS)
 
 grpo: rl-inputs ## GRPO through TRL with the same reward and recipe format: make grpo MODEL=... [POLICY_DIR=...]
 	$(TRAIN) grpo --config $(call stage_recipe,grpo) --model $(RL_START) --dataset $(RL_PROMPTS) $(TRAIN_ARGS)

@@ -34,6 +34,41 @@ def test_every_stage_recipe_parses():
     assert (RECIPES / "smollm2-135m-instruct" / "sft-quick.yaml").is_file()
 
 
+def test_every_rl_recipe_parses():
+    from alignment.stages.grpo import GRPOStageConfig
+    from alignment.stages.ppo import PPOStageConfig
+    from alignment.stages.rloo import RLOOStageConfig
+
+    classes = {"ppo": PPOStageConfig, "grpo": GRPOStageConfig, "rloo": RLOOStageConfig}
+    recipes = sorted(p for p in RECIPES.glob("*/*.yaml") if p.name.split("-")[0].split(".")[0] in classes)
+    assert len(recipes) >= 9
+    for recipe in recipes:
+        (config,) = parse_config(classes[recipe.name.split("-")[0].split(".")[0]], ["--config", str(recipe)])
+        assert config.dataset and config.reward, recipe
+
+
+def make_ppo(*variables: str) -> str:
+    """The command ``make ppo`` would run (dry run): its prerequisites and the training command."""
+    import subprocess
+
+    root = RECIPES.parent
+    result = subprocess.run(["make", "-n", "ppo", *variables], cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_make_ppo_runs_the_recipe_for_the_model_with_the_data_it_names():
+    # the quick recipe builds its own data (builder specs): no prompt pool, no classifier, no --dataset
+    quick = make_ppo()
+    assert "recipes/smollm2-135m-instruct/ppo-quick.yaml" in quick
+    assert "--dataset" not in quick and "train-stereotype" not in quick and "data build" not in quick
+    # the standard recipe reads the shared pool: it is passed (and built first when missing)
+    standard = make_ppo("VARIANT=standard")
+    assert "recipes/smollm2-135m-instruct/ppo.yaml" in standard and "--dataset runs/data/prompts" in standard
+    # a model whose folder has no PPO recipe falls back to the default one
+    assert "--config recipes/default/ppo.yaml" in make_ppo("MODEL=qwen2.5-0.5b-instruct")
+
+
 @pytest.mark.parametrize("name", ["single_gpu", "ddp", "zero2", "zero3", "fsdp"])
 def test_accelerate_configs_load(name):
     from accelerate.commands.config.config_args import load_config_from_file
