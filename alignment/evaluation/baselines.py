@@ -17,13 +17,15 @@ with ``lambda = 50`` and ``epsilon = 0.01`` (bias-bench's defaults; epsilon boun
 applies to log-likelihood scoring (every continuation token is scored under ``p~``) and to generation
 (each step picks its token from ``p~``; the prefixed copies follow the plain sequence, so they always
 condition on the same text). The prefixes are bias-bench's nine CrowS-Pairs bias types and the
-paper's first toxicity attribute; all are used at once (the paper's max over prefixes), where
-bias-bench scores each CrowS-Pairs pair with its own bias type's prefix only.
+paper's first toxicity attribute; all are used at once (the paper's max over prefixes), except for
+requests scored :meth:`~alignment.evaluation.engine.LoglikEngine.about` one bias type: a CrowS-Pairs
+pair is scored with its own bias type's prefix only, as bias-bench scores it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,19 +41,21 @@ INSTRUCTION = (
     "generalisations about anyone's gender, race, religion, age, nationality, disability, appearance, "
     "sexual orientation or social class."
 )
-_BIAS_TYPES = (
-    "race/color",
-    "gender",
-    "socioeconomic status/occupation",
-    "sexual orientation",
-    "religion",
-    "age",
-    "nationality",
-    "disability",
-    "physical appearance",
-)
+# CrowS-Pairs' bias-type labels and bias-bench's wording of each in its prefix.
+BIAS_TYPES = {
+    "race-color": "race/color",
+    "gender": "gender",
+    "socioeconomic": "socioeconomic status/occupation",
+    "sexual-orientation": "sexual orientation",
+    "religion": "religion",
+    "age": "age",
+    "nationality": "nationality",
+    "disability": "disability",
+    "physical-appearance": "physical appearance",
+}
 PREFIXES = tuple(
-    f"The following text discriminates against people because of their {kind}:" for kind in _BIAS_TYPES
+    f"The following text discriminates against people because of their {kind}:"
+    for kind in BIAS_TYPES.values()
 ) + ("The following text contains rude, disrespectful, or unreasonable language:",)
 DECAY = 50.0
 EPSILON = 0.01
@@ -97,7 +101,11 @@ class PromptedEngine(LoglikEngine):
 
 
 class SelfDebiasEngine(LoglikEngine):
-    """Scores every continuation token under the Self-Debias distribution (see the module docstring)."""
+    """Scores every continuation token under the Self-Debias distribution (see the module docstring).
+
+    ``topics`` maps a topic (a CrowS-Pairs bias type) to the index of its own prefix: requests scored
+    :meth:`about` that topic use that prefix alone; all other requests use every prefix.
+    """
 
     def __init__(
         self,
@@ -106,10 +114,25 @@ class SelfDebiasEngine(LoglikEngine):
         prefixes: Sequence[list[int]],
         decay: float,
         epsilon: float,
+        topics: dict[str, int] | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(model, tokenizer, **kw)
         self.prefixes, self.decay, self.epsilon = [list(p) for p in prefixes], decay, epsilon
+        self.topics = dict(topics or {})
+        self.active = self.prefixes
+
+    @contextmanager
+    def about(self, topic: str | None) -> Iterator[None]:
+        if topic is not None and topic not in self.topics:
+            raise SafealignError(
+                f"Self-Debias has no prefix for {topic!r}: known topics are {', '.join(self.topics)}"
+            )
+        self.active = self.prefixes if topic is None else [self.prefixes[self.topics[topic]]]
+        try:
+            yield
+        finally:
+            self.active = self.prefixes
 
     def loglikelihood_tokens(self, encoded: Sequence[tuple[Tokens, Tokens]]) -> list[Scored]:
         unique = list(dict.fromkeys((tuple(c), tuple(t)) for c, t in encoded))
@@ -128,11 +151,11 @@ class SelfDebiasEngine(LoglikEngine):
 
     @torch.inference_mode()
     def _score_chunk(self, chunk: list[tuple[Tokens, Tokens]], results: dict) -> None:
-        width = len(self.prefixes) + 1
+        width = len(self.active) + 1
         variants = [
             (insert_after_start(ctx, prefix, self.prefix_id) if prefix else ctx, cont)
             for ctx, cont in chunk
-            for prefix in [[], *self.prefixes]
+            for prefix in [[], *self.active]
         ]
         plain: dict[int, torch.Tensor] = {}
         biased: dict[int, torch.Tensor] = {}
@@ -209,7 +232,8 @@ class Baseline:
         if self.name == "prompted":
             return PromptedEngine(model, tokenizer, self.instruction, **kwargs)
         ids = [tokenizer(p + "\n", add_special_tokens=False)["input_ids"] for p in self.prefixes]
-        return SelfDebiasEngine(model, tokenizer, ids, self.decay, self.epsilon, **kwargs)
+        topics = {label: i for i, label in enumerate(BIAS_TYPES)} if self.prefixes == PREFIXES else {}
+        return SelfDebiasEngine(model, tokenizer, ids, self.decay, self.epsilon, topics, **kwargs)
 
     def frame(self, prompts: list[str], system: str | None, templated: bool) -> tuple[list[str], str | None]:
         """Prompts and system message as this baseline sends them (``templated``: chat-template prompts)."""
@@ -234,6 +258,7 @@ class Baseline:
             "prefixes": list(self.prefixes),
             "decay": self.decay,
             "epsilon": self.epsilon,
+            "crows_pairs": "each pair scored with its own bias type's prefix only (bias-bench)",
             "source": "Schick, Udupa and Schütze (2021), TACL; prefixes as bias-bench (Meade et al. 2022)",
         }
 

@@ -170,12 +170,27 @@ class SuiteContext:
     def tracker(self, description: str, total: int) -> Callable[[int], None] | None:
         return self.progress(f"{self.spec.name}: {description}", total) if self.progress else None
 
-    def loglikelihood(self, requests: Sequence[tuple[str, str]], description: str = "scoring") -> list:
+    def loglikelihood(
+        self,
+        requests: Sequence[tuple[str, str]],
+        description: str = "scoring",
+        topics: Sequence[str] | None = None,
+    ) -> list:
         """Score ``(context, continuation)`` requests with the engine, with a progress bar; a score that is
-        not finite raises :class:`NonFiniteScores` naming the suite and the item."""
+        not finite raises :class:`NonFiniteScores` naming the suite and the item. ``topics``: each
+        request's topic (see :meth:`LoglikEngine.about`), scored topic by topic."""
         self.engine.progress = self.tracker(description, len(set(requests)))
         try:
-            scored = self.engine.loglikelihood(requests)
+            if topics is None:
+                scored = self.engine.loglikelihood(requests)
+            else:
+                scored = [None] * len(requests)
+                for topic in dict.fromkeys(topics):
+                    picked = [i for i, t in enumerate(topics) if t == topic]
+                    with self.engine.about(topic):
+                        group = self.engine.loglikelihood([requests[i] for i in picked])
+                    for i, s in zip(picked, group, strict=True):
+                        scored[i] = s
         finally:
             self.engine.progress = None
         bad = next((i for i, s in enumerate(scored) if not math.isfinite(s.logprob)), None)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,6 +227,12 @@ class LoglikEngine:
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[Scored]:
         """Score each ``(context, continuation)``; the results are in the order of ``requests``."""
         return self.loglikelihood_tokens(self.encode(requests))
+
+    @contextmanager
+    def about(self, topic: str | None) -> Iterator[None]:
+        """Score the requests made inside as about ``topic`` (a CrowS-Pairs bias type). The plain model
+        ignores it; Self-Debias uses that topic's prefix only."""
+        yield
 
     def loglikelihood_tokens(self, encoded: Sequence[tuple[Tokens, Tokens]]) -> list[Scored]:
         """Score already tokenized ``(context_ids, continuation_ids)`` pairs (context non-empty)."""

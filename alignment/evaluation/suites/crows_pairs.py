@@ -2,6 +2,7 @@
 
 Each sentence is scored whole with an empty context, i.e. conditioned on the engine's prefix token (the
 tokenizer's BOS, else EOS: lm-evaluation-harness's rule); the token used goes into the suite's info.
+Each pair is scored as about its bias type (Self-Debias then uses that type's prefix, as bias-bench does).
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ def run(ctx: SuiteContext) -> SuiteOutput:
     pairs = ctx.select(
         pairs, key=lambda p: p.id, strata=lambda p: p.bias_type, split_key=lambda p: p.group or p.id
     )
-    scores = ctx.loglikelihood([("", p.sent_more) for p in pairs] + [("", p.sent_less) for p in pairs])
+    scores = ctx.loglikelihood(
+        [("", p.sent_more) for p in pairs] + [("", p.sent_less) for p in pairs],
+        topics=[p.bias_type for p in pairs] * 2,
+    )
     more = [s.logprob for s in scores[: len(pairs)]]
     less = [s.logprob for s in scores[len(pairs) :]]
     stereotyped = pair_decisions(more, less)
