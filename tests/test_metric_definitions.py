@@ -11,6 +11,7 @@ import bz2
 import csv
 import json
 import math
+from contextlib import nullcontext
 
 import pytest
 from eval_support import write_crows
@@ -56,6 +57,9 @@ class TableEngine:
 
     def prefix_info(self):
         return {"prefix_token": "<bos>", "prefix_token_id": 0}
+
+    def about(self, topic):
+        return nullcontext()
 
 
 def run_suite(name, table, data_dir, monkeypatch):
