@@ -13,14 +13,17 @@ An ablation file (``recipes/<model>/ablation.yaml``)::
       - {name: dpo-neutral, stages: [dpo], data: {pairs: {strategy: neutral_over_more}},
          config: {dpo: {loss_type: sigmoid}}}
       - {name: full}
+      - {name: full-seeds, seeds: [0, 1, 2]}   # three runs, every stage trained with each seed
 
 Each entry keeps the pipeline's stages it lists (default: all, in the pipeline's order), merges ``data``
-into the pipeline's dataset options and ``config`` into its stages' configs. Every entry is a normal
-pipeline run, so a rerun skips what is done. The stereotype classifier is trained once for the whole
-ablation, so the base model's evaluation has the same chained hash in every run; any step (evaluation or
-stage) whose chained hash another recipe already finished is copied from ``shared/`` instead of redone,
-e.g. the base evaluation, and the SFT stage and its evaluation that an SFT-only recipe and the full chain
-have in common.
+into the pipeline's dataset options and ``config`` into its stages' configs; ``seeds`` runs it once per
+training seed (evaluated alike: same items, same evaluation seed) and reports each change's mean and sd
+over the seeds. Every run is a normal pipeline run, so a rerun skips what is done. The stereotype
+classifier is trained once for the whole ablation, so the base model's evaluation has the same chained
+hash in every run; any step (evaluation or stage) whose chained hash another run already finished is
+copied from ``shared/`` instead of redone, e.g. the base evaluation, the SFT stage and its evaluation
+that an SFT-only recipe and the full chain have in common, or a seeded recipe's run at the pipeline's
+own seed.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any
 from alignment.config import from_dict, load_yaml
 from alignment.errors import SafealignError
 from alignment.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from alignment.pipeline import BASE, Pipeline, PipelineState, parse_pipeline, say
+from alignment.pipeline import BASE, DATA_REFERENCES, Pipeline, PipelineState, parse_pipeline, say
 
 RESULTS_SCHEMA = "safealign.results"
 
@@ -54,10 +57,34 @@ class RecipeEntry:
     config: dict[str, dict[str, Any]] = field(
         default_factory=dict, metadata={"help": "per stage name: config keys merged into the pipeline's"}
     )
+    seeds: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "training seeds: one run per seed (<recipe>-s<seed>), every stage trained with it and "
+            "evaluated like the others (same items, same evaluation seed); the table gives each change's "
+            "mean and sd over the seeds"
+        },
+    )
 
     def __post_init__(self) -> None:
         if not self.name.replace("_", "").replace("-", "").isalnum():
             raise ValueError(f"recipe name {self.name!r} must be alphanumeric (with - or _)")
+        if self.seeds is not None:
+            if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+                raise ValueError(f"seeds must be distinct non-negative integers, got {self.seeds}")
+            seeded = sorted(name for name, edits in self.config.items() if "seed" in edits)
+            if seeded:
+                raise ValueError(f"give seeds or a stage's seed, not both (config of {', '.join(seeded)})")
+
+    def runs(self) -> list[tuple[str, int | None]]:
+        """(run-name suffix, training seed) of each run of this recipe.
+
+        >>> RecipeEntry(name="chain", seeds=[0, 2]).runs(), RecipeEntry(name="sft").runs()
+        ([('chain-s0', 0), ('chain-s2', 2)], [('sft', None)])
+        """
+        if self.seeds is None:
+            return [(self.name, None)]
+        return [(f"{self.name}-s{seed}", seed) for seed in self.seeds]
 
 
 @dataclass
@@ -111,8 +138,11 @@ def load_ablation(
     return cfg, entries
 
 
-def recipe_mapping(base: dict[str, Any], entry: RecipeEntry, run_name: str, where: str) -> dict[str, Any]:
-    """The pipeline recipe of one entry: the base recipe with its stages kept and its edits merged."""
+def recipe_mapping(
+    base: dict[str, Any], entry: RecipeEntry, run_name: str, where: str, seed: int | None = None
+) -> dict[str, Any]:
+    """The pipeline recipe of one entry: the base recipe with its stages kept and its edits merged, every
+    stage trained with ``seed`` when given."""
     raw = copy.deepcopy(base)
     raw["name"] = run_name
     stages = raw.get("stages") or []
@@ -124,12 +154,15 @@ def recipe_mapping(base: dict[str, Any], entry: RecipeEntry, run_name: str, wher
     raw["stages"] = [s for s in stages if s.get("name") in wanted]
     for stage in raw["stages"]:
         stage["config"] = {**(stage.get("config") or {}), **entry.config.get(stage["name"], {})}
+        if seed is not None:
+            stage["config"]["seed"] = seed
     data = raw.get("data") or {}
     for key, options in entry.data.items():
         if key not in data:
             raise SafealignError(f"{where}: data key {key!r} is not in the pipeline ({', '.join(data)})")
         data[key] = {**data[key], **options}
     used = {s.get("dataset") for s in raw["stages"]}
+    used |= {s["config"].get(key) for s in raw["stages"] for key in DATA_REFERENCES}
     raw["data"] = {k: v for k, v in data.items() if k in used}
     return raw
 
@@ -172,18 +205,19 @@ class Ablation:
         self.pipeline_args = pipeline_args  # force, threads
 
     def pipelines(self) -> list[tuple[RecipeEntry, Pipeline]]:
-        """One checked pipeline per recipe (all recipes are validated before any runs)."""
+        """One checked pipeline per run of each recipe (all are validated before any runs)."""
         out = []
         for i, entry in enumerate(self.entries):
             where = f"{self.source}:recipes[{i}]"
-            raw = recipe_mapping(self.base_raw, entry, f"{self.cfg.name}-{entry.name}", where)
-            raw.setdefault("evaluation", {})["split"] = self.cfg.split
-            if not self.cfg.baselines:
-                raw.pop("baselines", None)
-            if isinstance(raw.get("stereotype_classifier"), dict):
-                raw["stereotype_classifier"] = str(self.classifier_dir)
-            cfg = parse_pipeline(raw, where)
-            out.append((entry, Pipeline(cfg, root=self.root, source=where, **self.pipeline_args)))
+            for suffix, seed in entry.runs():
+                raw = recipe_mapping(self.base_raw, entry, f"{self.cfg.name}-{suffix}", where, seed)
+                raw.setdefault("evaluation", {})["split"] = self.cfg.split
+                if not self.cfg.baselines:
+                    raw.pop("baselines", None)
+                if isinstance(raw.get("stereotype_classifier"), dict):
+                    raw["stereotype_classifier"] = str(self.classifier_dir)
+                cfg = parse_pipeline(raw, where)
+                out.append((entry, Pipeline(cfg, root=self.root, source=where, **self.pipeline_args)))
         return out
 
     @property
@@ -207,12 +241,15 @@ class Ablation:
         for pipeline in (p for _, p in planned):
             pipeline.check()
         shared = self.root / self.cfg.name / "shared"
-        records = []
+        runs: dict[str, list[dict[str, Any]]] = {}
         for entry, pipeline in planned:
-            say(f"[bold]recipe {entry.name}[/]: {' -> '.join(s.name for s in pipeline.cfg.stages)}")
+            say(f"[bold]recipe {pipeline.cfg.name}[/]: {' -> '.join(s.name for s in pipeline.cfg.stages)}")
             pipeline.shared = shared
             pipeline.run()
-            records.append(recipe_record(entry, pipeline.run_dir))
+            runs.setdefault(entry.name, []).append(recipe_record(entry, pipeline.run_dir))
+        records = [
+            seeded_record(e, runs[e.name]) if e.seeds is not None else runs[e.name][0] for e in self.entries
+        ]
         summary = {
             "schema": RESULTS_SCHEMA,
             "schema_version": 1,
@@ -265,6 +302,37 @@ def recipe_record(entry: RecipeEntry, run_dir: Path) -> dict[str, Any]:
     }
 
 
+def seeded_record(entry: RecipeEntry, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One line for a recipe run with several training seeds: every headline change as its mean, sample
+    sd and per-seed values over the runs (``significant_seeds``: how many were significant), the wall
+    times summed and each run's record under ``runs``."""
+    import statistics
+
+    rows = []
+    for i, row in enumerate(runs[0]["rows"]):
+        deltas = [r["rows"][i]["delta"] for r in runs]
+        values = [r["rows"][i]["value"] for r in runs]
+        changes = [d["value"] for d in deltas if d and d.get("value") is not None]
+        delta = None
+        if len(changes) == len(runs):
+            delta = {
+                "value": statistics.fmean(changes),
+                "sd": statistics.stdev(changes) if len(changes) > 1 else 0.0,
+                "per_seed": changes,
+                "significant_seeds": sum(bool(d.get("significant")) for d in deltas),
+                "seeds": len(runs),
+            }
+        known = [v for v in values if v is not None]
+        rows.append({**row, "value": statistics.fmean(known) if known else None, "delta": delta})
+    return {
+        **{k: runs[0][k] for k in ("name", "stages", "final_stage", "recipe", "preset", "base_eval_wall_s")},
+        "seeds": entry.seeds,
+        "wall_time_s": round(sum(r["wall_time_s"] for r in runs), 1),
+        "rows": rows,
+        "runs": [{**r, "training_seed": seed} for r, seed in zip(runs, entry.seeds or [], strict=True)],
+    }
+
+
 def tradeoff(record: dict[str, Any]) -> tuple[float, float] | None:
     """(bias index, retention change) of a recipe's final stage.
 
@@ -294,10 +362,17 @@ def tradeoff(record: dict[str, Any]) -> tuple[float, float] | None:
 def _cell(d: dict[str, Any] | None) -> str:
     if not d or d.get("value") is None:
         return "n/a"
+    if "sd" in d:
+        starred = f" ({d['significant_seeds']}/{d['seeds']}*)" if d["significant_seeds"] else ""
+        return f"{d['value']:+.2f} ± {d['sd']:.2f}{starred}"
     text = f"{d['value']:+.2f}"
     if d.get("ci95"):
         text += f" [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"
     return text + ("*" if d.get("significant") else "")
+
+
+def _seeds(record: dict[str, Any]) -> str:
+    return ", ".join(str(s) for s in record.get("seeds") or [record.get("seed")])
 
 
 def markdown(summary: dict[str, Any], plot_name: str | None) -> str:
@@ -313,12 +388,15 @@ def markdown(summary: dict[str, Any], plot_name: str | None) -> str:
         f"Generated by `{command}` on the {split}: "
         "each recipe is a pipeline run of the same base recipe; a cell is the final stage's change from "
         "the base model with its paired 95% CI, `*` when significant (Holm-adjusted across a stage's bias "
-        "measures). Wall time counts the recipe's own training and evaluation steps (a step shared with "
-        "an earlier recipe at its original time); the base evaluation is shared.",
+        "measures). A recipe with several training seeds gives the mean ± sd of the change over its "
+        "seeds, and (k/n*) when k of its n seeds were significant. Wall time counts the recipe's own "
+        "training and evaluation steps (a step shared with an earlier recipe at its original time); the "
+        "base evaluation is shared.",
         "",
         "| | " + " | ".join(r["name"] for r in records) + " |",
         "|---|" + "---|" * len(records),
         "| stages | " + " | ".join(" → ".join(r["stages"]) for r in records) + " |",
+        "| training seeds | " + " | ".join(_seeds(r) for r in records) + " |",
         "| wall time | " + " | ".join(f"{r['wall_time_s'] / 60:.1f} min" for r in records) + " |",
     ]
     deltas = [{(x["suite"], x["metric"]): x["delta"] for x in r["rows"]} for r in records]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 import yaml
 
 from alignment.errors import SafealignError
-from alignment.results import RecipeEntry, load_ablation, recipe_mapping, tradeoff
+from alignment.results import RecipeEntry, load_ablation, markdown, recipe_mapping, seeded_record, tradeoff
 
 STAGE = {"per_device_train_batch_size": 4, "max_length": 512, "save_steps": 2, "logging_steps": 1}
 BASE_RECIPE = {
@@ -65,6 +66,27 @@ def test_a_recipe_keeps_its_stages_and_merges_its_edits():
     }
 
 
+def test_a_recipe_keeps_the_data_a_stage_config_names():
+    base = copy.deepcopy(BASE_RECIPE)
+    base["data"]["anchor"] = {"kind": "prompts", "source": "bold"}
+    base["stages"][1]["config"]["ptx_dataset"] = "anchor"  # a data key named in a config, not as `dataset`
+    assert set(recipe_mapping(base, RecipeEntry(name="dpo", stages=["dpo"]), "x", "here")["data"]) == {
+        "pairs",
+        "anchor",
+    }
+    assert set(recipe_mapping(base, RecipeEntry(name="sft", stages=["sft"]), "x", "here")["data"]) == {
+        "rewrites"
+    }
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("recipes/*/ablation.yaml")), ids=str)
+def test_every_shipped_ablation_plans_its_runs(path, tmp_path):
+    from alignment.results import Ablation
+
+    planned = Ablation(path, root=tmp_path).pipelines()
+    assert len({p.cfg.name for _, p in planned}) == len(planned) >= 1
+
+
 def test_baselines_are_left_out_of_an_ablation_unless_it_asks(tmp_path, monkeypatch):
     from alignment.results import Ablation
 
@@ -111,6 +133,54 @@ def test_ablation_files_are_checked(tmp_path):
         load_ablation(ablation_file(tmp_path), split="train")
 
 
+def test_a_seeded_recipe_runs_once_per_training_seed(tmp_path):
+    from alignment.results import Ablation
+
+    path = ablation_file(tmp_path, [{"name": "full"}, {"name": "chain", "seeds": [0, 3]}])
+    planned = Ablation(path).pipelines()
+    assert [p.cfg.name for _, p in planned] == ["abl-full", "abl-chain-s0", "abl-chain-s3"]
+    full, s0, s3 = (p.cfg.stages for _, p in planned)
+    assert [st.config["seed"] for st in s3] == [3, 3] and all("seed" not in st.config for st in full)
+    # seed 0 is the pipeline's own seed: the same training as the unseeded recipe, so its steps are shared
+    assert [st.config for st in s0] == [{**st.config, "seed": 0} for st in full]
+    for seeds, message in [([], "distinct non-negative"), ([1, 1], "distinct"), ([-1], "non-negative")]:
+        with pytest.raises(SafealignError, match=message):
+            load_ablation(ablation_file(tmp_path, [{"name": "x", "seeds": seeds}]))
+    both = {"name": "x", "seeds": [1], "config": {"dpo": {"seed": 2}}}
+    with pytest.raises(SafealignError, match="seeds or a stage's seed, not both.*dpo"):
+        load_ablation(ablation_file(tmp_path, [both]))
+
+
+def test_a_seeded_recipe_reports_the_mean_and_sd_of_each_change():
+    def run(change, significant, wall):
+        delta = {"value": change, "ci95": [change - 2, change + 2], "significant": significant}
+        row = {"suite": "crows_pairs", "metric": "pct_stereotype", "kind": "bias", "goal": 50.0, "base": 60.0}
+        return {
+            "name": "chain",
+            "stages": ["dpo"],
+            "final_stage": "dpo",
+            "recipe": {},
+            "preset": "quick",
+            "base_eval_wall_s": 5.0,
+            "wall_time_s": wall,
+            "rows": [
+                {**row, "capability_check": False, "base": 60.0, "value": 60.0 + change, "delta": delta}
+            ],
+        }
+
+    runs = [run(-6, True, 10.0), run(-8, True, 20.0), run(-7, False, 30.0)]
+    record = seeded_record(RecipeEntry(name="chain", seeds=[0, 1, 2]), runs)
+    (row,) = record["rows"]
+    # mean -7, sample sd sqrt(((1)^2 + (-1)^2 + 0) / 2) = 1
+    assert row["delta"]["value"] == pytest.approx(-7.0) and row["delta"]["sd"] == pytest.approx(1.0)
+    assert row["delta"]["per_seed"] == [-6, -8, -7] and row["delta"]["significant_seeds"] == 2
+    assert row["value"] == pytest.approx(53.0) and row["base"] == 60.0
+    assert record["wall_time_s"] == 60.0 and [r["training_seed"] for r in record["runs"]] == [0, 1, 2]
+    page = markdown({"ablation": "a.yaml", "split": "validation", "recipes": [record]}, None)
+    assert "| crows_pairs/pct_stereotype (base 60) | -7.00 ± 1.00 (2/3*) |" in page
+    assert "| training seeds | 0, 1, 2 |" in page
+
+
 def test_tradeoff_point_of_a_recipe():
     def row(kind, goal, base, value, capability=False):
         return {
@@ -138,14 +208,15 @@ def test_tradeoff_point_of_a_recipe():
 
 @pytest.mark.slow
 def test_three_recipe_ablation_on_tiny_random(data_dir, tmp_path, cli, monkeypatch):
-    path = ablation_file(tmp_path, [*RECIPES, {"name": "full"}])
+    seeded = {"name": "sft-seeds", "stages": ["sft"], "seeds": [0, 1]}
+    path = ablation_file(tmp_path, [*RECIPES, {"name": "full"}, seeded])
     runs = tmp_path / "runs"
     result = cli("results", "--config", path, "--runs-dir", runs, "--threads", "1")
     assert result.code == 0, result.err[-3000:]
     record = json.loads((tmp_path / "docs" / "results.json").read_text())
     assert record["split"] == "validation"
-    assert [r["name"] for r in record["recipes"]] == ["sft-only", "dpo-neutral", "full"]
-    for recipe, stage in zip(record["recipes"], ["sft", "dpo", "dpo"], strict=True):
+    assert [r["name"] for r in record["recipes"]] == ["sft-only", "dpo-neutral", "full", "sft-seeds"]
+    for recipe, stage in zip(record["recipes"][:3], ["sft", "dpo", "dpo"], strict=True):
         assert recipe["final_stage"] == stage and recipe["wall_time_s"] > 0
         metrics = {(r["suite"], r["metric"]): r for r in recipe["rows"]}
         crows = metrics[("crows_pairs", "pct_stereotype")]
@@ -169,6 +240,32 @@ def test_three_recipe_ablation_on_tiny_random(data_dir, tmp_path, cli, monkeypat
     full_dpo = json.loads((runs / "abl-full" / "stages" / "dpo" / "stage.json").read_text())
     assert full_dpo["input_model"]["path"] == str(sft_model)
     assert record["recipes"][2]["wall_time_s"] > record["recipes"][0]["wall_time_s"]
+    # the seeded recipe: seed 0 is sft-only's training (copied), seed 1 trained anew; mean and sd of both
+    seeds = record["recipes"][3]
+    assert seeds["seeds"] == [0, 1] and [Path(r["run_dir"]).name for r in seeds["runs"]] == [
+        "abl-sft-seeds-s0",
+        "abl-sft-seeds-s1",
+    ]
+    assert (
+        "copied_from"
+        in json.loads((runs / "abl-sft-seeds-s0" / "pipeline.json").read_text())["stages"]["sft"]
+    )
+    assert (
+        "copied_from"
+        not in json.loads((runs / "abl-sft-seeds-s1" / "pipeline.json").read_text())["stages"]["sft"]
+    )
+    s1_stage = json.loads((runs / "abl-sft-seeds-s1" / "stages" / "sft" / "stage.json").read_text())
+    assert s1_stage["config"]["seed"] == 1
+    crows = next(r for r in seeds["rows"] if (r["suite"], r["metric"]) == ("crows_pairs", "pct_stereotype"))
+    changes = [
+        next(x for x in run["rows"] if x["metric"] == "pct_stereotype" and x["suite"] == "crows_pairs")[
+            "delta"
+        ]["value"]
+        for run in seeds["runs"]
+    ]
+    assert crows["delta"]["per_seed"] == changes and crows["delta"]["value"] == pytest.approx(
+        sum(changes) / 2
+    )
     page = (tmp_path / "docs" / "results.md").read_text()
     assert "| | sft-only | dpo-neutral | full |" in page and "| stages | sft | dpo | sft → dpo |" in page
     assert "| crows_pairs/pct_stereotype (base " in page and "validation split" in page
