@@ -73,6 +73,8 @@ for lr in 1.25e-4 1.5e-4; do
   runs[ppo-raw-val-16-lr$lr-ptx1]="$fast"
   for seed in 0 1 2; do runs[ppo-raw-16-lr$lr-ptx1-test-s$seed]="$fast --eval_split test --seed $seed"; done
 done
+# the anchor doubled at the larger step: perplexity and HellaSwag held closer on every seed?
+runs[ppo-raw-val-16-lr1.5e-4-ptx2]="ppo --chat_template false --learning_rate 1.5e-4 --max_steps 16 --save_steps 4 --ptx_coef 2 --ptx_dataset $anchor --per_device_eval_batch_size 128"
 
 rtp() {  # split run (or base): the toxicity suite's expected max toxicity on the split's RTP prompts
   local split=$1 name=$2 model="$out/$2/model" dest="$out/eval-rtp/$2" flags=(--test-fraction 0.2)
