@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,7 @@ class AblationConfig:
         default=False,
         metadata={
             "help": "also evaluate the pipeline's training-free baselines (once, shared by every recipe); "
-            "off by default: they are not recipes, and Self-Debias alone costs about a full evaluation"
+            "off by default: they are not recipes, and the prompted baseline costs about a full evaluation"
         },
     )
 
@@ -306,12 +307,12 @@ def seeded_record(entry: RecipeEntry, runs: list[dict[str, Any]]) -> dict[str, A
     """One line for a recipe run with several training seeds: every headline change as its mean, sample
     sd and per-seed values over the runs (``significant_seeds``: how many were significant), the wall
     times summed and each run's record under ``runs``."""
-    import statistics
-
+    by_run = [{(x["suite"], x["metric"]): x for x in r["rows"]} for r in runs]
     rows = []
-    for i, row in enumerate(runs[0]["rows"]):
-        deltas = [r["rows"][i]["delta"] for r in runs]
-        values = [r["rows"][i]["value"] for r in runs]
+    for row in runs[0]["rows"]:
+        key = (row["suite"], row["metric"])
+        deltas = [rows_of.get(key, {}).get("delta") for rows_of in by_run]
+        values = [rows_of.get(key, {}).get("value") for rows_of in by_run]
         changes = [d["value"] for d in deltas if d and d.get("value") is not None]
         delta = None
         if len(changes) == len(runs):

@@ -86,6 +86,9 @@ def test_self_debias_scores_a_topic_with_its_own_prefix_only(tiny):
     assert any(abs(a.logprob - b.logprob) > 1e-4 for a, b in zip(every, scored, strict=True))
     with pytest.raises(SafealignError, match="no prefix for 'age'"), engine.about("age"):
         pass
+    custom = SelfDebiasEngine(model, tokenizer, prefix_ids, 50.0, 0.01)  # no topics: every prefix, always
+    with custom.about("groups"):
+        assert [s.logprob for s in custom.loglikelihood(requests)] == [s.logprob for s in every]
 
 
 def test_the_default_prefixes_cover_every_crows_pairs_bias_type():

@@ -104,7 +104,8 @@ class SelfDebiasEngine(LoglikEngine):
     """Scores every continuation token under the Self-Debias distribution (see the module docstring).
 
     ``topics`` maps a topic (a CrowS-Pairs bias type) to the index of its own prefix: requests scored
-    :meth:`about` that topic use that prefix alone; all other requests use every prefix.
+    :meth:`about` that topic use that prefix alone; all other requests use every prefix, as do all
+    requests when ``topics`` is empty (custom prefixes).
     """
 
     def __init__(
@@ -124,11 +125,11 @@ class SelfDebiasEngine(LoglikEngine):
 
     @contextmanager
     def about(self, topic: str | None) -> Iterator[None]:
-        if topic is not None and topic not in self.topics:
+        if topic is not None and self.topics and topic not in self.topics:
             raise SafealignError(
                 f"Self-Debias has no prefix for {topic!r}: known topics are {', '.join(self.topics)}"
             )
-        self.active = self.prefixes if topic is None else [self.prefixes[self.topics[topic]]]
+        self.active = [self.prefixes[self.topics[topic]]] if topic in self.topics else self.prefixes
         try:
             yield
         finally:
